@@ -1,0 +1,62 @@
+"""Shared fixtures: the anyio backend, a scripted OpenAI API on 127.0.0.1, a store per backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from openai_mock import OpenAIMock
+from tripchat.store import SQLStore, open_store
+
+POSTGRES_URL_VAR = "TRIPCHAT_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """The SDKs under test run on asyncio, so the async tests do too."""
+    return "asyncio"
+
+
+@pytest.fixture
+def openai_mock() -> Iterator[OpenAIMock]:
+    """A fresh mock per test, so recorded requests never leak between tests."""
+    with OpenAIMock() as mock:
+        yield mock
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgres",
+            marks=pytest.mark.skipif(
+                not os.environ.get(POSTGRES_URL_VAR),
+                reason=f"set {POSTGRES_URL_VAR}=postgresql://... to run the PostgreSQL "
+                "store tests (.ci/run does)",
+            ),
+        ),
+    ]
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL per backend: a fresh SQLite file, or the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/t.db"
+    return os.environ[POSTGRES_URL_VAR]
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[SQLStore]:
+    """An open store on an empty database; every test starts from nothing."""
+    opened = await open_store(db_url)
+    try:
+        if not db_url.startswith("sqlite:"):
+            reset = getattr(opened, "reset_for_tests", None)
+            if reset is None:
+                pytest.skip("this PostgreSQL store has no reset_for_tests() to empty it")
+            await reset()
+        yield opened
+    finally:
+        await opened.close()

@@ -1,0 +1,190 @@
+"""The HTTP surface: a minimal Starlette app, `POST /chatkit` and `GET /healthz`.
+
+`hypercorn tripchat.asgi:app` serves it as is. The request bytes go straight to
+`TripPlannerServer.process`; a streaming result becomes SSE, anything else JSON.
+Client mistakes are 4xx with a JSON body that says what is wrong, never a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from chatkit.server import StreamingResult
+from chatkit.store import NotFoundError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .agent import configure_tracing, create_trip_planner_agent
+from .config import ConfigError, Settings
+from .context import RequestContext
+from .server import RequestError, TripPlannerServer
+from .store import open_store
+
+logger = logging.getLogger("tripchat.asgi")
+
+SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+# How much of a refused body we read and drop so HTTP/2 peers keep their connection.
+DISCARD_BYTES = 64 * 1024 * 1024
+DISCARD_SECONDS = 5.0
+MAX_USER_ID = 256
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one JSON error shape: {"error": {"status": ..., "message": ...}}."""
+    return JSONResponse({"error": {"status": status, "message": message}}, status, headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is over `limit` bytes (then the rest is discarded)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        await discard_body(request)
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            if message.get("more_body", False):
+                await discard_body(request)
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def discard_body(request: Request) -> None:
+    """Drain what the client is still sending before refusing it, bounded in bytes and time.
+
+    Hypercorn 0.18 drops a whole HTTP/2 connection when DATA arrives for a stream it
+    already answered, killing the user's other streams (as nginx's lingering close
+    avoids). Reading the rest first keeps the refusal to this one request.
+    """
+    drained = 0
+    with anyio.move_on_after(DISCARD_SECONDS):
+        while drained <= DISCARD_BYTES:
+            message = await request.receive()
+            drained += len(message.get("body", b""))
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
+
+
+def authorized(request: Request, token: str | None) -> bool:
+    """With CHATKIT_API_TOKEN set, only `Authorization: Bearer <token>` gets in."""
+    if token is None:
+        return True
+    given = request.headers.get("authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+def user_of(request: Request, settings: Settings) -> str | None:
+    """The user id from the trusted header, the demo user without one, None if unusable."""
+    user_id = request.headers.get(settings.user_header)
+    if user_id is None:
+        return settings.default_user
+    user_id = user_id.strip()
+    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
+        return None
+    return user_id
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The Starlette app; the store opens and closes with the app's lifespan."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        configure_tracing(settings)
+        store = await open_store(settings.db_url, pool_size=settings.db_pool_size)
+        app.state.store = store
+        app.state.server = TripPlannerServer(
+            store, create_trip_planner_agent(settings), history_items=settings.history_items
+        )
+        try:
+            yield
+        finally:
+            await store.close()
+
+    async def chatkit(request: Request) -> Response:
+        if not authorized(request, settings.api_token):
+            await discard_body(request)
+            return error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        user_id = user_of(request, settings)
+        if user_id is None:
+            await discard_body(request)
+            return error(400, f"{settings.user_header} must be 1-{MAX_USER_ID} printable characters")
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        if body is None:
+            return error(413, f"request body is larger than {settings.max_body_bytes} bytes")
+        server: TripPlannerServer = request.app.state.server
+        try:
+            result = await server.process(body, RequestContext(user_id))
+        except RequestError as exc:
+            return error(exc.status, exc.message)
+        except NotFoundError as exc:
+            return error(404, str(exc) or "not found")
+        except Exception:
+            logger.exception("request failed")
+            return error(500, "internal server error")
+        if isinstance(result, StreamingResult):
+            return StreamingResponse(result, media_type="text/event-stream", headers=SSE_HEADERS)
+        return Response(result.json, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        try:
+            with anyio.fail_after(5):
+                await request.app.state.store.ping()
+        except Exception as exc:
+            logger.warning("health check failed: %r", exc)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        draining = request.app.state.server.draining
+        body: dict[str, Any] = {"status": "draining" if draining else "ok", "database": "ok"}
+        return JSONResponse(body, 503 if draining else 200)
+
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["POST", "GET", "OPTIONS"],
+                allow_headers=["*"],
+            )
+        )
+    return Starlette(
+        routes=[
+            Route("/chatkit", chatkit, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        middleware=middleware,
+        lifespan=lifespan,
+    )
+
+
+def _app_from_env() -> Starlette:
+    try:
+        return create_app()
+    except ConfigError as exc:
+        print(f"tripchat: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = _app_from_env()

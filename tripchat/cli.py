@@ -1,0 +1,163 @@
+"""The `tripchat` command: talk to the agent (`plan`) and serve ChatKit (`serve`).
+
+Errors a user can fix (a missing key, a bad variable) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import openai
+from agents import Runner
+from openai.types.responses import ResponseTextDeltaEvent
+
+from .agent import configure_tracing, create_trip_planner_agent
+from .config import ConfigError, Settings
+from .memory import StoreSession
+from .store import open_store
+from .tools import describe_tool_call
+
+EXIT_USAGE = 2
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    if settings.needs_api_key:
+        raise ConfigError(
+            "OPENAI_API_KEY is not set: export OPENAI_API_KEY=sk-... "
+            "(or OPENAI_BASE_URL for an endpoint that needs no key)"
+        )
+    return settings
+
+
+async def _turn(agent: Any, text: str, session: StoreSession, out: TextIO) -> None:
+    """Run one turn, printing text as it streams and each tool step on stderr."""
+    result = Runner.run_streamed(agent, text, session=session)
+    async for event in result.stream_events():
+        if event.type == "raw_response_event" and isinstance(event.data, ResponseTextDeltaEvent):
+            out.write(event.data.delta)
+            out.flush()
+        elif event.type == "run_item_stream_event" and event.name == "tool_called":
+            raw = event.item.raw_item
+            name = getattr(raw, "name", None) or (raw.get("name") if isinstance(raw, dict) else "")
+            args = getattr(raw, "arguments", None) or (
+                raw.get("arguments", "{}") if isinstance(raw, dict) else "{}"
+            )
+            print(f"[{describe_tool_call(str(name), _json_object(str(args)))}]", file=sys.stderr)
+    out.write("\n")
+    out.flush()
+
+
+def _json_object(raw: str) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+async def plan(prompt: str | None, single_turn: bool, session_id: str | None) -> int:
+    """Chat with the planner; memory lives in the same database as the ChatKit store."""
+    settings = _settings()
+    configure_tracing(settings)
+    agent = create_trip_planner_agent(settings)
+    session_id = session_id or f"cli_{uuid.uuid4().hex}"
+    async with await open_store(settings.db_url, pool_size=settings.db_pool_size) as store:
+        session = StoreSession(session_id, store)
+        if not single_turn:
+            print(f"session {session_id} (resume with --session {session_id}); "
+                  "empty line or Ctrl-D to quit", file=sys.stderr)
+        if prompt:
+            await _turn(agent, prompt, session, sys.stdout)
+            if single_turn:
+                return 0
+        while True:
+            try:
+                text = await asyncio.to_thread(input, "you> ")
+            except EOFError:
+                return 0
+            if not text.strip():
+                return 0
+            await _turn(agent, text, session, sys.stdout)
+
+
+async def serve(host: str, port: int, certfile: str | None, keyfile: str | None) -> int:
+    """Serve the app in this process, so SIGTERM drains replies instead of killing them."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    from .asgi import create_app
+
+    settings = Settings.from_env()
+    app = create_app(settings)
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.certfile = certfile
+    config.keyfile = keyfile
+    config.accesslog = "-"
+    # Hypercorn's own wait must outlast ours: the server ends its streams at the grace.
+    config.graceful_timeout = settings.shutdown_grace + 5
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    drain: list[asyncio.Task[None]] = []
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        logging.getLogger("tripchat").info(
+            "shutting down: finishing replies for up to %ss", settings.shutdown_grace
+        )
+        drain.append(asyncio.create_task(app.state.server.drain(settings.shutdown_grace)))
+
+    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    if drain:
+        await drain[0]
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tripchat", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    plan_cmd = commands.add_parser("plan", help="plan a trip with the agent in the terminal")
+    plan_cmd.add_argument("prompt", nargs="?", help="first message (omit to start chatting)")
+    plan_cmd.add_argument("--single-turn", action="store_true", help="answer once and exit")
+    plan_cmd.add_argument("--session", help="resume the conversation with this id")
+
+    serve_cmd = commands.add_parser("serve", help="serve ChatKit over HTTP/1.1 and HTTP/2")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--certfile", help="TLS certificate (enables HTTPS and h2 by ALPN)")
+    serve_cmd.add_argument("--keyfile", help="TLS private key")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        if args.command == "plan":
+            return asyncio.run(plan(args.prompt, args.single_turn, args.session))
+        return asyncio.run(serve(args.host, args.port, args.certfile, args.keyfile))
+    except ConfigError as exc:
+        print(f"tripchat: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except openai.APIError as exc:
+        print(f"tripchat: the model request failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,469 @@
+"""The ChatKit server: every ChatKit request type, answered by the trip planner agent.
+
+`TripPlannerServer` keeps the SDK's routing and event pipeline and closes its gaps:
+requests are parsed once with a prebuilt adapter and checked *before* a stream starts
+(so a bad id is a 404, not a cut connection); every failure after that ends in an
+`error` event; a disconnect or a shutdown cancels the model run and keeps what was
+streamed; tool steps are shown to the user and kept for later turns. It knows no web
+framework: `process` takes bytes and returns the SDK's result types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import anyio
+import openai
+from agents import Agent, RunContextWrapper, RunHooks, Runner, Tool
+from agents.models.fake_id import FAKE_RESPONSES_ID
+from agents.tool_context import ToolContext
+from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
+from chatkit.errors import CustomStreamError
+from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
+from chatkit.types import (
+    AssistantMessageItem,
+    AttachmentsCreateReq,
+    AttachmentsDeleteReq,
+    ChatKitReq,
+    ClientToolCallItem,
+    CustomTask,
+    ErrorEvent,
+    FeedbackKind,
+    HiddenContextItem,
+    InputTranscribeReq,
+    ItemsFeedbackReq,
+    ItemsListReq,
+    SDKHiddenContextItem,
+    StreamingReq,
+    ThreadItem,
+    ThreadItemAddedEvent,
+    ThreadItemDoneEvent,
+    ThreadItemUpdatedEvent,
+    ThreadMetadata,
+    ThreadsAddClientToolOutputReq,
+    ThreadsAddStructuredInputReq,
+    ThreadsAddUserMessageReq,
+    ThreadsCreateReq,
+    ThreadsCustomActionReq,
+    ThreadsDeleteReq,
+    ThreadsGetByIdReq,
+    ThreadsListReq,
+    ThreadsRetryAfterItemReq,
+    ThreadsSyncCustomActionReq,
+    ThreadStreamEvent,
+    ThreadsUpdateReq,
+    UserMessageInput,
+    UserMessageItem,
+    UserMessageTagContent,
+    UserMessageTextContent,
+    WorkflowItem,
+    is_streaming_req,
+)
+from openai.types.responses import EasyInputMessageParam, ResponseInputTextParam
+from pydantic import TypeAdapter, ValidationError
+
+from .context import RequestContext
+from .store import SQLStore
+from .tools import describe_tool_call
+
+logger = logging.getLogger("tripchat.server")
+
+_REQUEST: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
+UNSUPPORTED = (
+    AttachmentsCreateReq,
+    AttachmentsDeleteReq,
+    InputTranscribeReq,
+    ThreadsAddStructuredInputReq,
+    ThreadsCustomActionReq,
+    ThreadsSyncCustomActionReq,
+)
+MAX_PAGE = 100
+MAX_TITLE = 200
+PENDING_LOOKBACK = 20
+TOOL_IO = "tripchat.tool_io"
+SHIELDED_SAVE_SECONDS = 10.0
+
+
+class RequestError(Exception):
+    """A client mistake found before any response was sent: answer `status` with `message`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse_request(body: bytes | str) -> ChatKitReq:
+    """Parse a ChatKit request body, turning pydantic's errors into one readable line."""
+    try:
+        return _REQUEST.validate_json(body)
+    except ValidationError as exc:
+        raise RequestError(400, describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first few problems as `where: what`, never echoing the (possibly huge) input."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False)[:3]:
+        if error["type"] == "json_invalid":
+            return "request body is not valid JSON"
+        if error["type"] == "union_tag_invalid":
+            return f"unknown request type; {error['msg'].split('. ', 1)[-1]}"[:300]
+        where = ".".join(str(part) for part in error["loc"][1:]) or "body"
+        problems.append(f"{where}: {error['msg']}"[:200])
+    return "invalid request: " + "; ".join(problems)
+
+
+def short_title(text: str, limit: int = 48) -> str:
+    """A thread title from the user's first message, cut at a word boundary."""
+    words = " ".join(text.split())
+    if len(words) <= limit:
+        return words or "New trip"
+    return words[:limit].rsplit(" ", 1)[0].rstrip(",.;:-") + "…"
+
+
+class TripItemConverter(ThreadItemConverter):
+    """Thread items to model input that works with both the Responses and Chat APIs."""
+
+    async def assistant_message_to_input(self, item: AssistantMessageItem) -> EasyInputMessageParam:
+        # Plain text content: Chat Completions rejects the SDK's `output_text` parts.
+        return EasyInputMessageParam(
+            type="message", role="assistant", content="".join(c.text for c in item.content)
+        )
+
+    async def hidden_context_to_input(self, item: HiddenContextItem) -> Any:
+        if isinstance(item.content, dict) and item.content.get("type") == TOOL_IO:
+            return item.content["items"]
+        return await super().hidden_context_to_input(item)
+
+    async def workflow_to_input(self, item: WorkflowItem) -> None:
+        # The tool calls themselves are replayed from their hidden items.
+        return None
+
+    async def tag_to_message_content(self, tag: UserMessageTagContent) -> ResponseInputTextParam:
+        return ResponseInputTextParam(type="input_text", text=f"@{tag.text}: {tag.data}")
+
+
+@dataclass
+class _ToolSteps:
+    """Which workflow task shows which tool call, per run."""
+
+    tasks: dict[str, int] = field(default_factory=dict)
+
+
+class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
+    """Show each tool step as a workflow task and keep the call and result for later turns."""
+
+    def __init__(self) -> None:
+        self._steps: dict[int, _ToolSteps] = {}
+
+    async def on_tool_start(
+        self, context: RunContextWrapper[AgentContext[RequestContext]], agent: Agent[Any], tool: Tool
+    ) -> None:
+        if not isinstance(context, ToolContext):
+            return
+        ctx = context.context
+        title = describe_tool_call(context.tool_name, _arguments(context.tool_arguments))
+        await ctx.add_workflow_task(CustomTask(title=title, status_indicator="loading"))
+        assert ctx.workflow_item is not None
+        steps = self._steps.setdefault(id(ctx), _ToolSteps())
+        steps.tasks[context.tool_call_id] = len(ctx.workflow_item.workflow.tasks) - 1
+
+    async def on_tool_end(
+        self,
+        context: RunContextWrapper[AgentContext[RequestContext]],
+        agent: Agent[Any],
+        tool: Tool,
+        result: object,
+    ) -> None:
+        if not isinstance(context, ToolContext):
+            return
+        ctx = context.context
+        index = self._steps.get(id(ctx), _ToolSteps()).tasks.pop(context.tool_call_id, None)
+        if ctx.workflow_item is not None and index is not None:
+            task = ctx.workflow_item.workflow.tasks[index]
+            if isinstance(task, CustomTask):
+                done = task.model_copy(update={"status_indicator": "complete"})
+                await ctx.update_workflow_task(done, index)
+        call = {
+            "type": "function_call",
+            "call_id": context.tool_call_id,
+            "name": context.tool_name,
+            "arguments": context.tool_arguments,
+        }
+        output = {"type": "function_call_output", "call_id": context.tool_call_id, "output": str(result)}
+        await ctx.stream(
+            ThreadItemDoneEvent(
+                item=HiddenContextItem(
+                    id=ctx.generate_id("message"),
+                    thread_id=ctx.thread.id,
+                    created_at=datetime.now(),
+                    content={"type": TOOL_IO, "items": [call, output]},
+                )
+            )
+        )
+
+    def forget(self, ctx: AgentContext[RequestContext]) -> None:
+        """Drop a finished run's bookkeeping."""
+        self._steps.pop(id(ctx), None)
+
+
+def _arguments(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _upstream_error(exc: openai.APIError) -> CustomStreamError:
+    """A model failure as a message the user can act on; always retryable."""
+    if isinstance(exc, openai.RateLimitError):
+        text = "The trip planner is busy right now (rate limited). Please try again in a moment."
+    elif isinstance(exc, openai.APITimeoutError):
+        text = "The trip planner took too long to answer. Please try again."
+    elif isinstance(exc, openai.APIConnectionError):
+        text = "The trip planner could not reach its model. Please try again shortly."
+    else:
+        text = "The trip planner's model failed to answer. Please try again."
+    return CustomStreamError(text, allow_retry=True)
+
+
+class TripPlannerServer(ChatKitServer[RequestContext]):
+    """ChatKit over the trip planner agent and a durable `SQLStore`."""
+
+    def __init__(self, store: SQLStore, agent: Agent[Any], *, history_items: int = 40) -> None:
+        super().__init__(store)
+        self.sql_store = store
+        self.agent = agent
+        self.history_items = history_items
+        self.converter = TripItemConverter()
+        self.hooks = ToolStepHooks()
+        self._producers: set[asyncio.Task[None]] = set()
+        self.draining = False
+
+    # -- entry point ----------------------------------------------------------
+
+    async def process(
+        self, request: str | bytes | bytearray, context: RequestContext
+    ) -> StreamingResult | NonStreamingResult:
+        """Parse, check everything checkable, then stream or answer.
+
+        Raises `RequestError` (4xx) or `NotFoundError` (404) before any byte is sent.
+        """
+        parsed = parse_request(bytes(request) if isinstance(request, bytearray) else request)
+        await self._check(parsed, context)
+        if is_streaming_req(parsed):
+            if self.draining:
+                raise RequestError(503, "the server is restarting; retry in a few seconds")
+            return StreamingResult(self._stream(parsed, context))
+        return NonStreamingResult(await self._process_non_streaming(parsed, context))
+
+    async def _check(self, request: ChatKitReq, context: RequestContext) -> None:
+        if isinstance(request, UNSUPPORTED):
+            raise RequestError(400, f"{request.type} is not supported by this server")
+        match request:
+            case ThreadsCreateReq():
+                _check_input(request.params.input)
+            case ThreadsAddUserMessageReq():
+                _check_input(request.params.input)
+                await self.store.load_thread(request.params.thread_id, context)
+            case ThreadsListReq():
+                request.params.limit = _check_limit(request.params.limit)
+                if request.params.after is not None:
+                    await self.store.load_thread(request.params.after, context)
+            case ItemsListReq():
+                request.params.limit = _check_limit(request.params.limit)
+                await self.store.load_thread(request.params.thread_id, context)
+            case ThreadsRetryAfterItemReq():
+                item = await self.store.load_item(
+                    request.params.thread_id, request.params.item_id, context
+                )
+                if not isinstance(item, UserMessageItem):
+                    raise RequestError(400, f"item {item.id} is not a user message")
+            case ThreadsAddClientToolOutputReq():
+                await self._pending_tool_call(request.params.thread_id, context)
+            case ItemsFeedbackReq():
+                await self.store.load_thread(request.params.thread_id, context)
+                for item_id in request.params.item_ids:
+                    await self.store.load_item(request.params.thread_id, item_id, context)
+            case ThreadsUpdateReq():
+                if len(request.params.title) > MAX_TITLE:
+                    raise RequestError(400, f"title is longer than {MAX_TITLE} characters")
+                await self.store.load_thread(request.params.thread_id, context)
+            case ThreadsGetByIdReq() | ThreadsDeleteReq():
+                await self.store.load_thread(request.params.thread_id, context)
+
+    # -- streaming: a producer task per stream, so shutdown can stop it cleanly --
+
+    async def _stream(self, request: StreamingReq, context: RequestContext) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+        producer = asyncio.create_task(self._produce(request, context, queue))
+        self._producers.add(producer)
+        producer.add_done_callback(self._producers.discard)
+        try:
+            while (frame := await queue.get()) is not None:
+                yield frame
+        finally:
+            if not producer.done():
+                # The client left: stop the run; the cancellation handler saves the partial reply.
+                producer.cancel()
+                with anyio.CancelScope(shield=True), anyio.move_on_after(SHIELDED_SAVE_SECONDS):
+                    await asyncio.wait([producer])
+
+    async def _produce(
+        self, request: StreamingReq, context: RequestContext, queue: asyncio.Queue[bytes | None]
+    ) -> None:
+        try:
+            async for event in self._process_streaming_impl(request, context):
+                await queue.put(_frame(self._serialize(event)))
+        except asyncio.CancelledError:
+            if not self.draining:
+                return  # the client left; nobody reads the queue any more
+            await _offer(queue, self._error_frame("The server is restarting. Please retry."))
+        except Exception:
+            logger.exception("stream failed")
+            await _offer(queue, self._error_frame("Something went wrong. Please retry."))
+        await _offer(queue, None)
+
+    def _error_frame(self, message: str) -> bytes:
+        return _frame(self._serialize(ErrorEvent(code="custom", message=message, allow_retry=True)))
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new streams, let replies in flight finish for `grace` seconds, then stop them.
+
+        Each stopped reply keeps what was streamed and ends with a retryable `error` event.
+        """
+        self.draining = True
+        with anyio.move_on_after(grace):
+            while self._producers:
+                await asyncio.wait(set(self._producers))
+        producers = set(self._producers)
+        for producer in producers:
+            producer.cancel()
+        if producers:
+            await asyncio.wait(producers, timeout=SHIELDED_SAVE_SECONDS)
+
+    async def _process_streaming_impl(
+        self, request: StreamingReq, context: RequestContext
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        if not isinstance(request, ThreadsAddClientToolOutputReq):
+            async for event in super()._process_streaming_impl(request, context):
+                yield event
+            return
+        # The SDK looks only at the last item; hidden items may follow the pending call.
+        thread = await self.store.load_thread(request.params.thread_id, context)
+        tool_call = await self._pending_tool_call(thread.id, context)
+        tool_call.output = request.params.result
+        tool_call.status = "completed"
+        await self.store.save_item(thread.id, tool_call, context)
+        async for event in self._process_events(
+            thread, context, lambda: self.respond(thread, None, context)
+        ):
+            yield event
+
+    async def _pending_tool_call(self, thread_id: str, context: RequestContext) -> ClientToolCallItem:
+        page = await self.store.load_thread_items(thread_id, None, PENDING_LOOKBACK, "desc", context)
+        for item in page.data:
+            if isinstance(item, (HiddenContextItem, SDKHiddenContextItem)):
+                continue
+            if isinstance(item, ClientToolCallItem) and item.status == "pending":
+                return item
+            break
+        raise RequestError(400, f"thread {thread_id} has no pending client tool call")
+
+    async def handle_stream_cancelled(
+        self, thread: ThreadMetadata, pending_items: list[ThreadItem], context: RequestContext
+    ) -> None:
+        # Shielded: the request's cancellation would otherwise cancel the save itself.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SHIELDED_SAVE_SECONDS):
+            await super().handle_stream_cancelled(thread, pending_items, context)
+
+    # -- the agent ------------------------------------------------------------
+
+    async def respond(
+        self,
+        thread: ThreadMetadata,
+        input_user_message: UserMessageItem | None,
+        context: RequestContext,
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        page = await self.store.load_thread_items(
+            thread.id, None, self.history_items, "desc", context
+        )
+        history = list(reversed(page.data))
+        agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
+        result = Runner.run_streamed(
+            self.agent,
+            await self.converter.to_agent_input(history),
+            context=agent_context,
+            hooks=self.hooks,
+        )
+        try:
+            async for event in _real_ids(stream_agent_response(agent_context, result), agent_context):
+                yield event
+        except openai.APIError as exc:
+            logger.warning("model request failed for thread %s: %r", thread.id, exc)
+            raise _upstream_error(exc) from None
+        finally:
+            if not result.is_complete:
+                result.cancel()
+            self.hooks.forget(agent_context)
+        if thread.title is None and input_user_message is not None:
+            thread.title = short_title(_text_of(input_user_message))
+
+    async def add_feedback(
+        self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: RequestContext
+    ) -> None:
+        await self.sql_store.save_feedback(thread_id, item_ids, feedback, context)
+
+
+async def _real_ids(
+    events: AsyncIterator[ThreadStreamEvent], ctx: AgentContext[RequestContext]
+) -> AsyncIterator[ThreadStreamEvent]:
+    """Give each assistant item a real id: Chat Completions models all share `__fake_id__`."""
+    current: str | None = None
+    async for event in events:
+        if isinstance(event, ThreadItemAddedEvent) and event.item.id == FAKE_RESPONSES_ID:
+            current = ctx.generate_id("message")
+            event = event.model_copy(update={"item": event.item.model_copy(update={"id": current})})
+        elif isinstance(event, ThreadItemUpdatedEvent) and event.item_id == FAKE_RESPONSES_ID:
+            current = current or ctx.generate_id("message")
+            event = event.model_copy(update={"item_id": current})
+        elif isinstance(event, ThreadItemDoneEvent) and event.item.id == FAKE_RESPONSES_ID:
+            item_id = current or ctx.generate_id("message")
+            event = event.model_copy(update={"item": event.item.model_copy(update={"id": item_id})})
+            current = None
+        yield event
+
+
+def _text_of(item: UserMessageItem) -> str:
+    return " ".join(part.text for part in item.content if isinstance(part, UserMessageTextContent))
+
+
+def _check_input(user_input: UserMessageInput) -> None:
+    if user_input.attachments:
+        raise RequestError(400, "attachments are not supported by this server")
+
+
+def _check_limit(limit: int | None) -> int | None:
+    if limit is None:
+        return None
+    if limit < 1:
+        raise RequestError(400, f"limit must be at least 1, got {limit}")
+    return min(limit, MAX_PAGE)
+
+
+def _frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+async def _offer(queue: asyncio.Queue[bytes | None], frame: bytes | None) -> None:
+    """Hand a final frame to the reader if it is still there; never block shutdown on it."""
+    with anyio.move_on_after(1.0):
+        await queue.put(frame)

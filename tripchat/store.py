@@ -1,0 +1,478 @@
+"""Durable ChatKit store: the Store contract written once in SQL, run on SQLite or PostgreSQL.
+
+`SQLStore` holds every rule of the contract (ownership, upserts, cursor pagination,
+serialisation, ids) as parameterised SQL that both databases accept. A backend only
+supplies three primitives (`_fetchall`, `_fetchone`, `_execute`) plus open and close:
+`SQLiteStore` here, `PostgresStore` in `tripchat.pgstore`. The store knows nothing of
+HTTP or of the model; it reads only `context.user_id`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from importlib.resources import files
+from types import TracebackType
+from typing import Any, Callable, Protocol, Self, TypeVar
+
+import aiosqlite
+from chatkit.store import NotFoundError, Store, StoreItemType
+from chatkit.types import (
+    Attachment,
+    FeedbackKind,
+    Page,
+    ThreadItem,
+    ThreadMetadata,
+)
+from pydantic import TypeAdapter
+
+from .config import ConfigError, check_db_url
+
+SCHEMA_VERSION = 1
+MAX_ID = 2**63 - 1
+
+_ITEM: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
+_ATTACHMENT: TypeAdapter[Attachment] = TypeAdapter(Attachment)
+
+_ID_PREFIXES: dict[StoreItemType, str] = {
+    "thread": "thr",
+    "message": "msg",
+    "tool_call": "tc",
+    "workflow": "wf",
+    "task": "tsk",
+    "attachment": "atc",
+    "sdk_hidden_context": "shcx",
+}
+
+Row = Sequence[Any]
+T = TypeVar("T")
+
+
+class HasUserId(Protocol):
+    """Any request context the store accepts: it reads the owner and nothing else."""
+
+    @property
+    def user_id(self) -> str: ...
+
+
+def new_id(kind: StoreItemType) -> str:
+    """A 128-bit random id: the SDK's 32-bit default collides at scale."""
+    return f"{_ID_PREFIXES[kind]}_{uuid.uuid4().hex}"
+
+
+def load_schema(name: str = "schema.sql") -> str:
+    """The schema shipped inside the package, so a plain `pip install .` finds it."""
+    return files("tripchat").joinpath(name).read_text(encoding="utf-8")
+
+
+class SQLStore(Store[HasUserId], ABC):
+    """The ChatKit `Store` contract, scoped to the owner of each thread.
+
+    Another user's thread behaves exactly as one that does not exist: every
+    statement carries the owner, and a miss raises `NotFoundError`.
+    """
+
+    # -- backend primitives -------------------------------------------------
+
+    @abstractmethod
+    async def _fetchall(self, sql: str, *args: Any) -> list[Row]: ...
+
+    @abstractmethod
+    async def _fetchone(self, sql: str, *args: Any) -> Row | None: ...
+
+    @abstractmethod
+    async def _execute(self, sql: str, *args: Any) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the connection(s); the store is unusable afterwards."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer; used by /healthz."""
+        await self._fetchone("SELECT 1")
+
+    # -- ids ----------------------------------------------------------------
+
+    def generate_thread_id(self, context: HasUserId) -> str:
+        return new_id("thread")
+
+    def generate_item_id(
+        self, item_type: StoreItemType, thread: ThreadMetadata, context: HasUserId
+    ) -> str:
+        return new_id(item_type)
+
+    # -- threads ------------------------------------------------------------
+
+    async def load_thread(self, thread_id: str, context: HasUserId) -> ThreadMetadata:
+        row = await self._fetchone(
+            "SELECT thread_data FROM chatkit_threads WHERE thread_id = ? AND user_id = ?",
+            thread_id,
+            context.user_id,
+        )
+        if row is None:
+            raise NotFoundError(f"Thread {thread_id} not found")
+        return ThreadMetadata.model_validate_json(row[0])
+
+    async def save_thread(self, thread: ThreadMetadata, context: HasUserId) -> None:
+        # The SDK passes a full Thread (with items) on creation: keep only metadata.
+        data = thread.model_dump_json(exclude={"items"})
+        row = await self._fetchone(
+            "INSERT INTO chatkit_threads (thread_id, user_id, thread_data) VALUES (?, ?, ?) "
+            "ON CONFLICT (thread_id) DO UPDATE SET thread_data = excluded.thread_data, "
+            "updated_at = CURRENT_TIMESTAMP "
+            "WHERE chatkit_threads.user_id = excluded.user_id RETURNING id",
+            thread.id,
+            context.user_id,
+            data,
+        )
+        if row is None:
+            raise NotFoundError(f"Thread {thread.id} not found")
+
+    async def load_threads(
+        self, limit: int, after: str | None, order: str, context: HasUserId
+    ) -> Page[ThreadMetadata]:
+        cursor = await self._cursor(
+            after,
+            order,
+            "SELECT id FROM chatkit_threads WHERE thread_id = ? AND user_id = ?",
+            after,
+            context.user_id,
+        )
+        compare, direction = _direction(order)
+        rows = await self._fetchall(
+            f"SELECT thread_id, thread_data FROM chatkit_threads "
+            f"WHERE user_id = ? AND id {compare} ? ORDER BY id {direction} LIMIT ?",
+            context.user_id,
+            cursor,
+            _page_size(limit) + 1,
+        )
+        return _page(rows, limit, ThreadMetadata.model_validate_json)
+
+    async def delete_thread(self, thread_id: str, context: HasUserId) -> None:
+        row = await self._fetchone(
+            "DELETE FROM chatkit_threads WHERE thread_id = ? AND user_id = ? RETURNING id",
+            thread_id,
+            context.user_id,
+        )
+        if row is None:
+            raise NotFoundError(f"Thread {thread_id} not found")
+
+    # -- items --------------------------------------------------------------
+
+    async def load_thread_items(
+        self,
+        thread_id: str,
+        after: str | None,
+        limit: int,
+        order: str,
+        context: HasUserId,
+    ) -> Page[ThreadItem]:
+        cursor = await self._cursor(
+            after,
+            order,
+            "SELECT i.id FROM chatkit_items i JOIN chatkit_threads t "
+            "ON t.thread_id = i.thread_id WHERE i.thread_id = ? AND i.item_id = ? "
+            "AND t.user_id = ?",
+            thread_id,
+            after,
+            context.user_id,
+        )
+        compare, direction = _direction(order)
+        rows = await self._fetchall(
+            f"SELECT item_id, item_data FROM chatkit_items "
+            f"WHERE thread_id = ? AND id {compare} ? "
+            f"AND ? IN (SELECT user_id FROM chatkit_threads WHERE thread_id = ?) "
+            f"ORDER BY id {direction} LIMIT ?",
+            thread_id,
+            cursor,
+            context.user_id,
+            thread_id,
+            _page_size(limit) + 1,
+        )
+        if not rows:
+            await self._check_owner(thread_id, context)
+        return _page(rows, limit, _ITEM.validate_json)
+
+    async def add_thread_item(
+        self, thread_id: str, item: ThreadItem, context: HasUserId
+    ) -> None:
+        # An upsert: the SDK re-emits a workflow carried over from the last turn.
+        await self.save_item(thread_id, item, context)
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: HasUserId) -> None:
+        row = await self._fetchone(
+            "INSERT INTO chatkit_items (thread_id, item_id, item_data) "
+            "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chatkit_threads "
+            "WHERE thread_id = ? AND user_id = ?) "
+            "ON CONFLICT (thread_id, item_id) DO UPDATE SET item_data = excluded.item_data "
+            "RETURNING id",
+            thread_id,
+            item.id,
+            _ITEM.dump_json(item).decode(),
+            thread_id,
+            context.user_id,
+        )
+        if row is None:
+            raise NotFoundError(f"Thread {thread_id} not found")
+
+    async def load_item(self, thread_id: str, item_id: str, context: HasUserId) -> ThreadItem:
+        row = await self._fetchone(
+            "SELECT i.item_data FROM chatkit_items i JOIN chatkit_threads t "
+            "ON t.thread_id = i.thread_id "
+            "WHERE i.thread_id = ? AND i.item_id = ? AND t.user_id = ?",
+            thread_id,
+            item_id,
+            context.user_id,
+        )
+        if row is None:
+            raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
+        return _ITEM.validate_json(row[0])
+
+    async def delete_thread_item(
+        self, thread_id: str, item_id: str, context: HasUserId
+    ) -> None:
+        # Idempotent for a missing item: the SDK removes items it may never have saved.
+        await self._check_owner(thread_id, context)
+        await self._execute(
+            "DELETE FROM chatkit_items WHERE thread_id = ? AND item_id = ?",
+            thread_id,
+            item_id,
+        )
+
+    # -- feedback -----------------------------------------------------------
+
+    async def save_feedback(
+        self,
+        thread_id: str,
+        item_ids: Sequence[str],
+        kind: FeedbackKind,
+        context: HasUserId,
+    ) -> None:
+        """Record the user's rating of items; the latest rating of an item wins."""
+        await self._check_owner(thread_id, context)
+        for item_id in item_ids:
+            row = await self._fetchone(
+                "INSERT INTO chatkit_feedback (thread_id, item_id, kind) "
+                "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chatkit_items "
+                "WHERE thread_id = ? AND item_id = ?) "
+                "ON CONFLICT (thread_id, item_id) DO UPDATE SET kind = excluded.kind, "
+                "created_at = CURRENT_TIMESTAMP RETURNING kind",
+                thread_id,
+                item_id,
+                kind,
+                thread_id,
+                item_id,
+            )
+            if row is None:
+                raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
+
+    async def load_feedback(self, thread_id: str, context: HasUserId) -> dict[str, str]:
+        """The ratings given in a thread, by item id."""
+        await self._check_owner(thread_id, context)
+        rows = await self._fetchall(
+            "SELECT item_id, kind FROM chatkit_feedback WHERE thread_id = ?", thread_id
+        )
+        return {row[0]: row[1] for row in rows}
+
+    # -- attachments --------------------------------------------------------
+
+    async def save_attachment(self, attachment: Attachment, context: HasUserId) -> None:
+        if attachment.thread_id is not None:
+            await self._check_owner(attachment.thread_id, context)
+        row = await self._fetchone(
+            "INSERT INTO chatkit_attachments (attachment_id, user_id, thread_id, "
+            "attachment_data) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (attachment_id) DO UPDATE SET thread_id = excluded.thread_id, "
+            "attachment_data = excluded.attachment_data "
+            "WHERE chatkit_attachments.user_id = excluded.user_id RETURNING attachment_id",
+            attachment.id,
+            context.user_id,
+            attachment.thread_id,
+            _ATTACHMENT.dump_json(attachment).decode(),
+        )
+        if row is None:
+            raise NotFoundError(f"Attachment {attachment.id} not found")
+
+    async def load_attachment(self, attachment_id: str, context: HasUserId) -> Attachment:
+        row = await self._fetchone(
+            "SELECT attachment_data FROM chatkit_attachments "
+            "WHERE attachment_id = ? AND user_id = ?",
+            attachment_id,
+            context.user_id,
+        )
+        if row is None:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        return _ATTACHMENT.validate_json(row[0])
+
+    async def delete_attachment(self, attachment_id: str, context: HasUserId) -> None:
+        row = await self._fetchone(
+            "DELETE FROM chatkit_attachments WHERE attachment_id = ? AND user_id = ? "
+            "RETURNING attachment_id",
+            attachment_id,
+            context.user_id,
+        )
+        if row is None:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+
+    # -- agent session memory (the Agents SDK's session tables) -------------
+
+    async def load_session_items(self, session_id: str, limit: int | None) -> list[Any]:
+        """The newest `limit` messages of an agent session, oldest first."""
+        rows = await self._fetchall(
+            "SELECT message_data FROM agent_messages WHERE session_id = ? "
+            "ORDER BY id DESC LIMIT ?",
+            session_id,
+            MAX_ID if limit is None else limit,
+        )
+        return [json.loads(row[0]) for row in reversed(rows)]
+
+    async def add_session_items(self, session_id: str, items: Sequence[Any]) -> None:
+        """Append messages to an agent session, creating the session on first use."""
+        await self._execute(
+            "INSERT INTO agent_sessions (session_id) VALUES (?) ON CONFLICT (session_id) "
+            "DO UPDATE SET updated_at = CURRENT_TIMESTAMP",
+            session_id,
+        )
+        for item in items:
+            await self._execute(
+                "INSERT INTO agent_messages (session_id, message_data) VALUES (?, ?)",
+                session_id,
+                json.dumps(item, ensure_ascii=False),
+            )
+
+    async def pop_session_item(self, session_id: str) -> Any | None:
+        """Remove and return the newest message of an agent session."""
+        row = await self._fetchone(
+            "DELETE FROM agent_messages WHERE id = (SELECT MAX(id) FROM agent_messages "
+            "WHERE session_id = ?) RETURNING message_data",
+            session_id,
+        )
+        return None if row is None else json.loads(row[0])
+
+    async def clear_session(self, session_id: str) -> None:
+        """Forget an agent session and its messages."""
+        await self._execute("DELETE FROM agent_sessions WHERE session_id = ?", session_id)
+
+    # -- helpers ------------------------------------------------------------
+
+    async def _check_owner(self, thread_id: str, context: HasUserId) -> None:
+        row = await self._fetchone(
+            "SELECT 1 FROM chatkit_threads WHERE thread_id = ? AND user_id = ?",
+            thread_id,
+            context.user_id,
+        )
+        if row is None:
+            raise NotFoundError(f"Thread {thread_id} not found")
+
+    async def _cursor(self, after: str | None, order: str, sql: str, *args: Any) -> int:
+        """The sequence number a page starts after; an unknown cursor is not found."""
+        if after is None:
+            return 0 if order == "asc" else MAX_ID
+        row = await self._fetchone(sql, *args)
+        if row is None:
+            raise NotFoundError(f"Cursor {after} not found")
+        return int(row[0])
+
+
+def _direction(order: str) -> tuple[str, str]:
+    if order == "asc":
+        return ">", "ASC"
+    if order == "desc":
+        return "<", "DESC"
+    raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+
+
+def _page_size(limit: int) -> int:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    return limit
+
+
+def _page(rows: list[Row], limit: int, parse: Callable[[str], T]) -> Page[T]:
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        data=[parse(row[1]) for row in rows],
+        has_more=has_more,
+        after=rows[-1][0] if has_more else None,
+    )
+
+
+def sqlite_path(db_url: str) -> str:
+    """The file path of a `sqlite:///` URL (`:memory:` stays as is)."""
+    return check_db_url(db_url).removeprefix("sqlite:///")
+
+
+class SQLiteStore(SQLStore):
+    """The embedded default: one aiosqlite connection in autocommit, WAL journal.
+
+    Every write is a single statement, so autocommit makes each one atomic without
+    holding a lock across awaits; one connection serialises them, so the process
+    never meets "database is locked", and the busy timeout covers other processes.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, db_url: str) -> SQLiteStore:
+        """Open (creating if needed) the database and apply `schema.sql`."""
+        path = sqlite_path(db_url)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA busy_timeout = 10000")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            (version,) = (await conn.execute_fetchall("PRAGMA user_version"))[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"CHATKIT_DB_URL: {path} has schema version {version}, newer than "
+                    f"this tripchat ({SCHEMA_VERSION}); upgrade tripchat"
+                )
+            await conn.executescript(load_schema())
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, path)
+
+    async def close(self) -> None:
+        # Fold the WAL back into the main file so nothing is left needing recovery.
+        try:
+            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            await self._conn.close()
+
+    async def _fetchall(self, sql: str, *args: Any) -> list[Row]:
+        return list(await self._conn.execute_fetchall(sql, args))
+
+    async def _fetchone(self, sql: str, *args: Any) -> Row | None:
+        rows = await self._conn.execute_fetchall(sql, args)
+        return next(iter(rows), None)
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        await self._conn.execute_fetchall(sql, args)
+
+
+async def open_store(db_url: str, *, pool_size: int = 10) -> SQLStore:
+    """Open the store a `CHATKIT_DB_URL` names: SQLite or PostgreSQL."""
+    url = check_db_url(db_url)
+    if url.startswith("sqlite:"):
+        return await SQLiteStore.open(url)
+    from .pgstore import PostgresStore
+
+    return await PostgresStore.open(url, pool_size=pool_size)
