@@ -110,6 +110,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         configure_tracing(settings)
+        if settings.needs_api_key:
+            logger.warning("OPENAI_API_KEY is not set: every reply will fail until it is")
         store = await open_store(settings.db_url, pool_size=settings.db_pool_size)
         app.state.store = store
         app.state.server = TripPlannerServer(

@@ -50,19 +50,9 @@ async def _turn(agent: Any, text: str, session: StoreSession, out: TextIO) -> No
             args = getattr(raw, "arguments", None) or (
                 raw.get("arguments", "{}") if isinstance(raw, dict) else "{}"
             )
-            print(f"[{describe_tool_call(str(name), _json_object(str(args)))}]", file=sys.stderr)
+            print(f"[{describe_tool_call(str(name), str(args))}]", file=sys.stderr)
     out.write("\n")
     out.flush()
-
-
-def _json_object(raw: str) -> dict[str, Any]:
-    import json
-
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 async def plan(prompt: str | None, single_turn: bool, session_id: str | None) -> int:

