@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from openai_mock import OpenAIMock
@@ -50,13 +51,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 async def store(db_url: str) -> AsyncIterator[SQLStore]:
     """An open store on an empty database; every test starts from nothing."""
+    if not db_url.startswith("sqlite:"):
+        await empty_postgres(db_url)
     opened = await open_store(db_url)
     try:
-        if not db_url.startswith("sqlite:"):
-            reset = getattr(opened, "reset_for_tests", None)
-            if reset is None:
-                pytest.skip("this PostgreSQL store has no reset_for_tests() to empty it")
-            await reset()
         yield opened
     finally:
         await opened.close()
+
+
+async def empty_postgres(db_url: str) -> None:
+    """Drop tripchat's tables so the next store starts from an empty, freshly made schema."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(
+            "DROP TABLE IF EXISTS chatkit_feedback, chatkit_attachments, chatkit_items, "
+            "chatkit_threads, agent_messages, agent_sessions, tripchat_meta CASCADE"
+        )
+    finally:
+        await conn.close()

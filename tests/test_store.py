@@ -338,8 +338,8 @@ async def test_every_item_type_round_trips(store: SQLStore) -> None:
 
 
 async def test_unusual_text_round_trips(store: SQLStore) -> None:
-    """NUL, astral and right-to-left characters, big bodies, naive and offset times."""
-    odd = "nul\x00 tab\t «quotes» 'single' \\ emoji 🧳🇵🇹 rtl שלום \u2028 end"
+    """Astral and right-to-left characters, big bodies, naive and offset times."""
+    odd = "tab\t «quotes» 'single' \\ emoji 🧳🇵🇹 rtl שלום \u2028 end"
     thread = await new_thread(store, title=odd, metadata={odd: [odd]})
     items = [
         message(thread.id, "msg_odd", odd),
@@ -354,6 +354,22 @@ async def test_unusual_text_round_trips(store: SQLStore) -> None:
     assert await store.load_thread(thread.id, ALICE) == thread
     assert await all_items(store, thread.id) == items
     assert await store.load_session_items("odd", None) == [{"content": odd}]
+
+
+async def test_nul_is_kept_or_replaced_never_an_error(store: SQLStore) -> None:
+    """SQLite keeps U+0000; PostgreSQL's jsonb cannot, so it holds U+FFFD instead."""
+    text = "before\x00after"
+    stored = text if isinstance(store, SQLiteStore) else "before\ufffdafter"
+    thread = await new_thread(store, title=text)
+    item = message(thread.id, "msg_nul", text)
+    await store.add_thread_item(thread.id, item, ALICE)
+    await store.add_session_items("nul", [{"content": text}])
+
+    assert (await store.load_thread(thread.id, ALICE)).title == stored
+    assert await store.load_item(thread.id, "msg_nul", ALICE) == message(
+        thread.id, "msg_nul", stored
+    )
+    assert await store.load_session_items("nul", None) == [{"content": stored}]
 
 
 # -- threads ----------------------------------------------------------------------------

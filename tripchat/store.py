@@ -10,8 +10,10 @@ HTTP or of the model; it reads only `context.user_id`.
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from collections.abc import Sequence
 from importlib.resources import files
 from types import TracebackType
@@ -86,6 +88,14 @@ class SQLStore(Store[HasUserId], ABC):
     async def _execute(self, sql: str, *args: Any) -> None: ...
 
     @abstractmethod
+    async def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement per row, in order, without other writes interleaving."""
+
+    def _json(self, text: str) -> str:
+        """A JSON document as this database can store it (SQLite: as is)."""
+        return text
+
+    @abstractmethod
     async def close(self) -> None:
         """Release the connection(s); the store is unusable afterwards."""
 
@@ -128,7 +138,7 @@ class SQLStore(Store[HasUserId], ABC):
 
     async def save_thread(self, thread: ThreadMetadata, context: HasUserId) -> None:
         # The SDK passes a full Thread (with items) on creation: keep only metadata.
-        data = thread.model_dump_json(exclude={"items"})
+        data = self._json(thread.model_dump_json(exclude={"items"}))
         row = await self._fetchone(
             "INSERT INTO chatkit_threads (thread_id, user_id, thread_data) VALUES (?, ?, ?) "
             "ON CONFLICT (thread_id) DO UPDATE SET thread_data = excluded.thread_data, "
@@ -221,7 +231,7 @@ class SQLStore(Store[HasUserId], ABC):
             "RETURNING id",
             thread_id,
             item.id,
-            _ITEM.dump_json(item).decode(),
+            self._json(_ITEM.dump_json(item).decode()),
             thread_id,
             context.user_id,
         )
@@ -301,7 +311,7 @@ class SQLStore(Store[HasUserId], ABC):
             attachment.id,
             context.user_id,
             attachment.thread_id,
-            _ATTACHMENT.dump_json(attachment).decode(),
+            self._json(_ATTACHMENT.dump_json(attachment).decode()),
         )
         if row is None:
             raise NotFoundError(f"Attachment {attachment.id} not found")
@@ -346,12 +356,10 @@ class SQLStore(Store[HasUserId], ABC):
             "DO UPDATE SET updated_at = CURRENT_TIMESTAMP",
             session_id,
         )
-        for item in items:
-            await self._execute(
-                "INSERT INTO agent_messages (session_id, message_data) VALUES (?, ?)",
-                session_id,
-                json.dumps(item, ensure_ascii=False),
-            )
+        await self._executemany(
+            "INSERT INTO agent_messages (session_id, message_data) VALUES (?, ?)",
+            [(session_id, self._json(json.dumps(item, ensure_ascii=False))) for item in items],
+        )
 
     async def pop_session_item(self, session_id: str) -> Any | None:
         """Remove and return the newest message of an agent session."""
@@ -365,6 +373,40 @@ class SQLStore(Store[HasUserId], ABC):
     async def clear_session(self, session_id: str) -> None:
         """Forget an agent session and its messages."""
         await self._execute("DELETE FROM agent_sessions WHERE session_id = ?", session_id)
+
+    # -- moving a deployment between databases -----------------------------
+
+    async def export_rows(self, table: str, after: Any, limit: int) -> list[Row]:
+        """A batch of `table` in key order after `after`; the first column is the key."""
+        return await self._fetchall(_COPY[table].export_sql, after, limit)
+
+    async def import_rows(self, table: str, rows: Sequence[Row]) -> None:
+        """Insert exported rows, skipping those already there (safe to re-run)."""
+        spec = _COPY[table]
+        await self._executemany(
+            spec.import_sql,
+            [
+                [self._json(v) if i == spec.json_column else v for i, v in enumerate(row[1:])]
+                for row in rows
+            ],
+        )
+
+    async def count_rows(self) -> dict[str, int]:
+        """How many rows each copied table holds, to check a copy."""
+        rows = await self._fetchall(
+            "SELECT 'chatkit_threads', COUNT(*) FROM chatkit_threads "
+            "UNION ALL SELECT 'chatkit_items', COUNT(*) FROM chatkit_items "
+            "UNION ALL SELECT 'chatkit_attachments', COUNT(*) FROM chatkit_attachments "
+            "UNION ALL SELECT 'chatkit_feedback', COUNT(*) FROM chatkit_feedback "
+            "UNION ALL SELECT 'agent_sessions', COUNT(*) FROM agent_sessions "
+            "UNION ALL SELECT 'agent_messages', COUNT(*) FROM agent_messages"
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    async def session_ids(self) -> list[str]:
+        """Every agent session id, oldest first."""
+        rows = await self._fetchall("SELECT session_id FROM agent_sessions ORDER BY created_at")
+        return [row[0] for row in rows]
 
     # -- helpers ------------------------------------------------------------
 
@@ -385,6 +427,66 @@ class SQLStore(Store[HasUserId], ABC):
         if row is None:
             raise NotFoundError(f"Cursor {after} not found")
         return int(row[0])
+
+
+@dataclass(frozen=True)
+class _CopySpec:
+    """How one table is exported in key order and imported idempotently."""
+
+    export_sql: str
+    import_sql: str
+    first_key: Any
+    json_column: int | None
+
+
+_COPY: dict[str, _CopySpec] = {
+    "chatkit_threads": _CopySpec(
+        "SELECT id, thread_id, user_id, thread_data FROM chatkit_threads "
+        "WHERE id > ? ORDER BY id LIMIT ?",
+        "INSERT INTO chatkit_threads (thread_id, user_id, thread_data) VALUES (?, ?, ?) "
+        "ON CONFLICT (thread_id) DO NOTHING",
+        0,
+        2,
+    ),
+    "chatkit_items": _CopySpec(
+        "SELECT id, thread_id, item_id, item_data FROM chatkit_items "
+        "WHERE id > ? ORDER BY id LIMIT ?",
+        "INSERT INTO chatkit_items (thread_id, item_id, item_data) VALUES (?, ?, ?) "
+        "ON CONFLICT (thread_id, item_id) DO NOTHING",
+        0,
+        2,
+    ),
+    "chatkit_attachments": _CopySpec(
+        "SELECT attachment_id, attachment_id, user_id, thread_id, attachment_data "
+        "FROM chatkit_attachments WHERE attachment_id > ? ORDER BY attachment_id LIMIT ?",
+        "INSERT INTO chatkit_attachments (attachment_id, user_id, thread_id, attachment_data) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (attachment_id) DO NOTHING",
+        "",
+        3,
+    ),
+    "chatkit_feedback": _CopySpec(
+        "SELECT i.id, f.thread_id, f.item_id, f.kind FROM chatkit_feedback f "
+        "JOIN chatkit_items i ON i.thread_id = f.thread_id AND i.item_id = f.item_id "
+        "WHERE i.id > ? ORDER BY i.id LIMIT ?",
+        "INSERT INTO chatkit_feedback (thread_id, item_id, kind) VALUES (?, ?, ?) "
+        "ON CONFLICT (thread_id, item_id) DO UPDATE SET kind = excluded.kind",
+        0,
+        None,
+    ),
+    "agent_sessions": _CopySpec(
+        "SELECT session_id, session_id FROM agent_sessions "
+        "WHERE session_id > ? ORDER BY session_id LIMIT ?",
+        "INSERT INTO agent_sessions (session_id) VALUES (?) ON CONFLICT (session_id) DO NOTHING",
+        "",
+        None,
+    ),
+}
+COPY_TABLES = tuple(_COPY)
+
+
+def first_key(table: str) -> Any:
+    """The key before the first row of `table`, to start an export."""
+    return _COPY[table].first_key
 
 
 def _direction(order: str) -> tuple[str, str]:
@@ -432,7 +534,10 @@ class SQLiteStore(SQLStore):
     async def open(cls, db_url: str) -> SQLiteStore:
         """Open (creating if needed) the database and apply `schema.sql`."""
         path = sqlite_path(db_url)
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"CHATKIT_DB_URL: cannot open SQLite database {path}: {exc}") from None
         try:
             await conn.execute("PRAGMA busy_timeout = 10000")
             await conn.execute("PRAGMA journal_mode = WAL")
@@ -445,8 +550,10 @@ class SQLiteStore(SQLStore):
                     f"this tripchat ({SCHEMA_VERSION}); upgrade tripchat"
                 )
             await conn.executescript(load_schema())
-        except BaseException:
+        except BaseException as exc:
             await conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise ConfigError(f"CHATKIT_DB_URL: cannot use {path}: {exc}") from None
             raise
         return cls(conn, path)
 
@@ -466,6 +573,10 @@ class SQLiteStore(SQLStore):
 
     async def _execute(self, sql: str, *args: Any) -> None:
         await self._conn.execute_fetchall(sql, args)
+
+    async def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # One call into aiosqlite's thread, so no other statement runs in between.
+        await self._conn.executemany(sql, rows)
 
 
 async def open_store(db_url: str, *, pool_size: int = 10) -> SQLStore:

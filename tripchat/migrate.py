@@ -1,0 +1,50 @@
+"""Move a deployment between databases: `tripchat migrate --from URL --to URL`.
+
+Copies every thread, item, attachment record, feedback and agent session in key order
+and in batches, keeping ids and order. Rows already in the target are skipped, so an
+interrupted or repeated run is safe. Ends by comparing row counts on both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .store import COPY_TABLES, SQLStore, first_key, open_store
+
+
+async def copy_table(source: SQLStore, target: SQLStore, table: str, batch: int) -> int:
+    """Copy one table batch by batch; returns how many rows were read."""
+    key, copied = first_key(table), 0
+    while rows := await source.export_rows(table, key, batch):
+        await target.import_rows(table, rows)
+        copied += len(rows)
+        key = rows[-1][0]
+    return copied
+
+
+async def copy_sessions(source: SQLStore, target: SQLStore) -> int:
+    """Append to each target session the messages it lacks (they have no natural key)."""
+    copied = 0
+    for session_id in await source.session_ids():
+        messages = await source.load_session_items(session_id, None)
+        have = len(await target.load_session_items(session_id, None))
+        await target.add_session_items(session_id, messages[have:])
+        copied += len(messages) - have
+    return copied
+
+
+async def migrate(
+    source_url: str, target_url: str, *, batch: int = 500, say: Callable[[str], None] = print
+) -> bool:
+    """Copy everything from source to target; True when both sides then hold the same counts."""
+    async with await open_store(source_url) as source, await open_store(target_url) as target:
+        for table in COPY_TABLES:
+            say(f"{table}: {await copy_table(source, target, table, batch)} rows read")
+        say(f"agent_messages: {await copy_sessions(source, target)} rows added")
+        before, after = await source.count_rows(), await target.count_rows()
+    same = before == after
+    for table, count in before.items():
+        mark = "ok" if count == after[table] else "MISMATCH"
+        say(f"check {table}: source {count}, target {after[table]} {mark}")
+    say("check: both sides hold the same numbers" if same else "check: counts differ")
+    return same
