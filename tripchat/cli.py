@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import signal
 import sys
 import uuid
@@ -21,6 +23,8 @@ from openai.types.responses import ResponseTextDeltaEvent
 from .agent import configure_tracing, create_trip_planner_agent
 from .config import ConfigError, Settings
 from .memory import StoreSession
+from .migrate import migrate
+from .smoke import Smoke
 from .store import open_store
 from .tools import describe_tool_call
 
@@ -37,6 +41,14 @@ def _settings() -> Settings:
     return settings
 
 
+def _arguments(raw: str) -> Any:
+    """A tool call's JSON arguments as the dict describe_tool_call labels; {} if malformed."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {}
+
+
 async def _turn(agent: Any, text: str, session: StoreSession, out: TextIO) -> None:
     """Run one turn, printing text as it streams and each tool step on stderr."""
     result = Runner.run_streamed(agent, text, session=session)
@@ -50,7 +62,7 @@ async def _turn(agent: Any, text: str, session: StoreSession, out: TextIO) -> No
             args = getattr(raw, "arguments", None) or (
                 raw.get("arguments", "{}") if isinstance(raw, dict) else "{}"
             )
-            print(f"[{describe_tool_call(str(name), str(args))}]", file=sys.stderr)
+            print(f"[{describe_tool_call(str(name), _arguments(str(args)))}]", file=sys.stderr)
     out.write("\n")
     out.flush()
 
@@ -129,15 +141,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--certfile", help="TLS certificate (enables HTTPS and h2 by ALPN)")
     serve_cmd.add_argument("--keyfile", help="TLS private key")
+    migrate_cmd = commands.add_parser("migrate", help="copy every conversation to another database")
+    migrate_cmd.add_argument("--from", dest="source", required=True, help="source CHATKIT_DB_URL")
+    migrate_cmd.add_argument("--to", dest="target", required=True, help="target CHATKIT_DB_URL")
+    migrate_cmd.add_argument("--batch", type=int, default=500, help="rows per batch")
+    smoke_cmd = commands.add_parser("smoke", help="check a running server with a canned chat")
+    smoke_cmd.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
+    smoke_cmd.add_argument("--user-id", default="smoke-test", help="sent as X-User-Id")
+    smoke_cmd.add_argument(
+        "--token", default=os.environ.get("CHATKIT_API_TOKEN"), help="bearer token, if required"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # `plan` shares the terminal with the conversation: only warnings, no request log.
+    level = logging.WARNING if args.command == "plan" else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "plan":
+        # The SDK logs a failed model request before raising it; main() reports it in one line.
+        logging.getLogger("openai.agents").setLevel(logging.CRITICAL)
     try:
         if args.command == "plan":
             return asyncio.run(plan(args.prompt, args.single_turn, args.session))
+        if args.command == "smoke":
+            return 0 if Smoke(args.url, args.user_id, args.token).run() else 1
+        if args.command == "migrate":
+            same = asyncio.run(migrate(args.source, args.target, batch=max(1, args.batch)))
+            return 0 if same else 1
         return asyncio.run(serve(args.host, args.port, args.certfile, args.keyfile))
     except ConfigError as exc:
         print(f"tripchat: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ the variable instead of surfacing as an odd error mid-conversation.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,8 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):  # float() takes "nan" and "inf"; neither is a setting
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
     return value
@@ -51,12 +54,20 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     return int(value)
 
 
+def _hostname(url: str) -> str | None:
+    """The URL's host; None when it has none or cannot be parsed (an unclosed IPv6 bracket)."""
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 def check_db_url(url: str) -> str:
     """Accept the URL schemes a store exists for; anything else names CHATKIT_DB_URL."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite" and url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
         return url
-    if scheme in ("postgresql", "postgres") and urlsplit(url).hostname:
+    if scheme in ("postgresql", "postgres") and _hostname(url):
         return url
     raise ConfigError(
         "CHATKIT_DB_URL must be sqlite:///path/to/file.db, sqlite:///:memory: or "
@@ -103,8 +114,8 @@ class Settings:
         env = os.environ if env is None else env
         base_url = env.get("OPENAI_BASE_URL", "").strip() or None
         if base_url is not None:
-            parts = urlsplit(base_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            scheme = base_url.split(":", 1)[0].lower()
+            if scheme not in ("http", "https") or not _hostname(base_url):
                 raise ConfigError(
                     f"OPENAI_BASE_URL must be an http(s) URL such as "
                     f"http://127.0.0.1:8080/v1, got {base_url!r}"
