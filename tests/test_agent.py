@@ -15,7 +15,7 @@ from agents.tracing.processors import default_exporter
 from agents.tracing.traces import NoOpTrace
 
 from openai_mock import OpenAIMock
-from tripchat.agent import configure_tracing, create_trip_planner_agent
+from tripchat.agent import configure_tracing, create_trip_planner_agent, openai_client
 from tripchat.config import Settings
 from tripchat.memory import StoreSession
 from tripchat.store import SQLStore, open_store
@@ -105,9 +105,11 @@ def settings_for(mock: OpenAIMock, mode: Mode) -> Settings:
 
 async def run_turn(settings: Settings, text: str, session: StoreSession | None = None) -> str:
     """One streamed turn, drained to the end; returns the final output."""
-    result = Runner.run_streamed(create_trip_planner_agent(settings), text, session=session)
-    async for _ in result.stream_events():
-        pass
+    async with openai_client(settings) as client:
+        agent = create_trip_planner_agent(settings, client)
+        result = Runner.run_streamed(agent, text, session=session)
+        async for _ in result.stream_events():
+            pass
     return str(result.final_output)
 
 

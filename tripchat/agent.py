@@ -48,14 +48,18 @@ def instructions(context: RunContextWrapper[Any], agent: Agent[Any]) -> str:
     return INSTRUCTIONS.format(today=date.today().isoformat())
 
 
-def build_model(settings: Settings) -> Model:
-    """The configured model on its own client: Responses API, or Chat Completions."""
-    client = AsyncOpenAI(
+def openai_client(settings: Settings) -> AsyncOpenAI:
+    """The client for the configured endpoint; its owner closes it (`async with`)."""
+    return AsyncOpenAI(
         api_key=settings.openai_api_key or "not-needed",
         base_url=settings.openai_base_url,
         timeout=settings.model_timeout,
         max_retries=settings.model_max_retries,
     )
+
+
+def build_model(settings: Settings, client: AsyncOpenAI) -> Model:
+    """The configured model on `client`: Responses API, or Chat Completions."""
     if settings.use_chat_completions:
         return OpenAIChatCompletionsModel(model=settings.model, openai_client=client)
     return OpenAIResponsesModel(model=settings.model, openai_client=client)
@@ -68,11 +72,14 @@ def configure_tracing(settings: Settings) -> None:
         set_tracing_export_api_key(settings.openai_api_key)
 
 
-def create_trip_planner_agent(settings: Settings) -> Agent[Any]:
-    """The trip planner agent on the configured model, with the offline travel tools."""
+def create_trip_planner_agent(settings: Settings, client: AsyncOpenAI | None = None) -> Agent[Any]:
+    """The trip planner agent on the configured model, with the offline travel tools.
+
+    Pass the `client` when you own its lifetime (a server closes it at shutdown).
+    """
     return Agent(
         name="Trip planner",
         instructions=instructions,
         tools=list(TRIP_TOOLS),
-        model=build_model(settings),
+        model=build_model(settings, client or openai_client(settings)),
     )

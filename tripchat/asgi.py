@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .agent import configure_tracing, create_trip_planner_agent
+from .agent import configure_tracing, create_trip_planner_agent, openai_client
 from .config import ConfigError, Settings
 from .context import RequestContext
 from .server import RequestError, TripPlannerServer
@@ -113,13 +113,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if settings.needs_api_key:
             logger.warning("OPENAI_API_KEY is not set: every reply will fail until it is")
         store = await open_store(settings.db_url, pool_size=settings.db_pool_size)
+        client = openai_client(settings)
         app.state.store = store
         app.state.server = TripPlannerServer(
-            store, create_trip_planner_agent(settings), history_items=settings.history_items
+            store, create_trip_planner_agent(settings, client), history_items=settings.history_items
         )
         try:
             yield
         finally:
+            await client.close()
             await store.close()
 
     async def chatkit(request: Request) -> Response:

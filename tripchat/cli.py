@@ -20,7 +20,7 @@ import openai
 from agents import Runner
 from openai.types.responses import ResponseTextDeltaEvent
 
-from .agent import configure_tracing, create_trip_planner_agent
+from .agent import configure_tracing, create_trip_planner_agent, openai_client
 from .config import ConfigError, Settings
 from .memory import StoreSession
 from .migrate import migrate
@@ -71,9 +71,12 @@ async def plan(prompt: str | None, single_turn: bool, session_id: str | None) ->
     """Chat with the planner; memory lives in the same database as the ChatKit store."""
     settings = _settings()
     configure_tracing(settings)
-    agent = create_trip_planner_agent(settings)
     session_id = session_id or f"cli_{uuid.uuid4().hex}"
-    async with await open_store(settings.db_url, pool_size=settings.db_pool_size) as store:
+    async with (
+        openai_client(settings) as client,
+        await open_store(settings.db_url, pool_size=settings.db_pool_size) as store,
+    ):
+        agent = create_trip_planner_agent(settings, client)
         session = StoreSession(session_id, store)
         if not single_turn:
             print(f"session {session_id} (resume with --session {session_id}); "
