@@ -14,11 +14,13 @@ from agents.tool_context import ToolContext
 from tripchat.tools import (
     TRIP_TOOLS,
     ToolError,
+    _NameIndex,
     airports_near,
     describe_tool_call,
     distance_between,
     find_destination,
     local_time,
+    preload,
     public_holidays,
     trip_calendar,
 )
@@ -68,10 +70,36 @@ def test_a_dominant_city_wins_over_namesakes() -> None:
     assert paris["country_code"] == "FR"
 
 
-def test_a_big_city_with_the_name_only_as_an_alternate_does_not_win() -> None:
-    # geonames lists "Porto" as an alternate name of Bordeaux and "Rome" of Lomé.
-    assert find_destination("Porto")["country_code"] == "PT"
-    assert find_destination("Rome")["country_code"] == "IT"
+# Florence, Italy has 9.2 times the people of Florence, Alabama; Geneva 9.3 times Geneva, Illinois.
+@pytest.mark.parametrize(("query", "country_code"), [("Florence", "IT"), ("Geneva", "CH")])
+def test_a_city_several_times_larger_than_any_namesake_wins(
+    query: str, country_code: str
+) -> None:
+    city = find_destination(query)
+    assert "ambiguous" not in city
+    assert (city["name"], city["country_code"]) == (query, country_code)
+
+
+@pytest.mark.parametrize(("query", "country_code"), [("Positano", "IT"), ("Hallstatt", "AT")])
+def test_villages_resolve(query: str, country_code: str) -> None:
+    assert find_destination(query)["country_code"] == country_code
+
+
+@pytest.mark.parametrize(
+    ("query", "country_code"),
+    [
+        # geonames lists "Porto" as an alternate name of Bordeaux and "Rome" of Lomé.
+        ("Porto", "PT"),
+        ("Rome", "IT"),
+        # ... and "Cancún" of Changchun (5.3 times larger) and "Pāli" of Paris (9.3 times).
+        ("Cancún", "MX"),
+        ("Pāli", "IN"),
+    ],
+)
+def test_a_big_city_with_the_name_only_as_an_alternate_does_not_win(
+    query: str, country_code: str
+) -> None:
+    assert find_destination(query)["country_code"] == country_code
 
 
 def test_an_ambiguous_name_returns_candidates_largest_first() -> None:
@@ -325,6 +353,11 @@ def test_describe_tool_call(name: str, arguments: dict[str, Any], label: str) ->
     assert describe_tool_call(name, arguments) == label
 
 
+def test_describe_tool_call_reads_the_json_text_the_model_sent() -> None:
+    arguments = '{"origin": "London", "destination": "Lisboa"}'
+    assert describe_tool_call("distance_between", arguments) == "Distance London → Lisboa"
+
+
 @pytest.mark.parametrize(
     ("name", "arguments"),
     [
@@ -333,7 +366,26 @@ def test_describe_tool_call(name: str, arguments: dict[str, Any], label: str) ->
         ("public_holidays", {"country": "PT", "start": 20250420, "end": None}),
         ("airports_near", None),
         ("no_such_tool", {"place": "Lisbon"}),
+        ("find_destination", '{"name": "Lis'),
+        ("find_destination", '["Lisbon"]'),
+        ("find_destination", ""),
+        pytest.param("find_destination", "[" * 100_000, id="deeply-nested-json"),
     ],
 )
 def test_describe_tool_call_falls_back_to_the_tool_name(name: str, arguments: Any) -> None:
     assert describe_tool_call(name, arguments) == name
+
+
+def test_preload_readies_the_tools() -> None:
+    preload()
+    assert find_destination("Lisbon")["country_code"] == "PT"
+
+
+def test_the_name_index_grows_past_its_initial_size() -> None:
+    index = _NameIndex(2)
+    for position in range(1000):
+        index.add(f"town {position % 300}", position)
+    assert index.get("town 7") == [7, 307, 607, 907]
+    assert "town 299" in index
+    assert "town 300" not in index
+    assert index.get("town 300") == []

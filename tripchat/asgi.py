@@ -7,6 +7,7 @@ Client mistakes are 4xx with a JSON body that says what is wrong, never a 500.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import sys
@@ -29,6 +30,7 @@ from .config import ConfigError, Settings
 from .context import RequestContext
 from .server import RequestError, TripPlannerServer
 from .store import open_store
+from .tools import preload
 
 logger = logging.getLogger("tripchat.asgi")
 
@@ -114,6 +116,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             logger.warning("OPENAI_API_KEY is not set: every reply will fail until it is")
         store = await open_store(settings.db_url, pool_size=settings.db_pool_size)
         client = openai_client(settings)
+        # Warm the travel data off the event loop, so the first user does not pay for it.
+        warm = asyncio.create_task(anyio.to_thread.run_sync(preload))
         app.state.store = store
         app.state.server = TripPlannerServer(
             store, create_trip_planner_agent(settings, client), history_items=settings.history_items
@@ -121,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await warm
             await client.close()
             await store.close()
 

