@@ -226,7 +226,9 @@ async def assert_turn(
     text = unique(f"[tokens {tokens}] [delay 0.05]")
     turn = await stream_turn(client, url, create_thread(text), headers)
     assert assistant_text(turn.events) == words(tokens)
-    assert turn.first_delta - turn.start < (turn.end - turn.start) / 2, "reply was buffered"
+    # The mock spends at least (tokens - 1) x 0.05 s between its first and last delta: an
+    # incremental stream shows most of that after the first delta, a buffered one none.
+    assert turn.end - turn.first_delta > (tokens - 1) * 0.05 / 2, "reply was buffered"
     messages = await saved_messages(client, url, thread_id_of(turn.events), headers, 2)
     assert messages == [("user_message", text), ("assistant_message", words(tokens))]
     return turn

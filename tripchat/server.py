@@ -309,8 +309,10 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 yield frame
         finally:
             if not producer.done():
-                # The client left: stop the run; the cancellation handler saves the partial reply.
-                producer.cancel()
+                # The client left: stop the run. The producer is a task of its own, cancelled
+                # once, so the SDK's cancellation handler can save the partial reply without
+                # being cancelled itself; the shield keeps us waiting for that save.
+                _cancel_once(producer)
                 with anyio.CancelScope(shield=True), anyio.move_on_after(SHIELDED_SAVE_SECONDS):
                     await asyncio.wait([producer])
 
@@ -343,7 +345,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 await asyncio.wait(set(self._producers))
         producers = set(self._producers)
         for producer in producers:
-            producer.cancel()
+            _cancel_once(producer)
         if producers:
             await asyncio.wait(producers, timeout=SHIELDED_SAVE_SECONDS)
 
@@ -374,13 +376,6 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 return item
             break
         raise RequestError(400, f"thread {thread_id} has no pending client tool call")
-
-    async def handle_stream_cancelled(
-        self, thread: ThreadMetadata, pending_items: list[ThreadItem], context: RequestContext
-    ) -> None:
-        # Shielded: the request's cancellation would otherwise cancel the save itself.
-        with anyio.CancelScope(shield=True), anyio.move_on_after(SHIELDED_SAVE_SECONDS):
-            await super().handle_stream_cancelled(thread, pending_items, context)
 
     # -- the agent ------------------------------------------------------------
 
@@ -454,6 +449,13 @@ def _check_limit(limit: int | None) -> int | None:
     if limit < 1:
         raise RequestError(400, f"limit must be at least 1, got {limit}")
     return min(limit, MAX_PAGE)
+
+
+def _cancel_once(producer: asyncio.Task[None]) -> None:
+    """Cancel a stream's producer unless it already is: a second `Task.cancel()` (a shutdown,
+    then the client leaving) would cut its partial-reply save short, shield or not."""
+    if not producer.cancelling():
+        producer.cancel()
 
 
 def _frame(payload: bytes) -> bytes:
