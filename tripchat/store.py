@@ -127,19 +127,19 @@ class SQLStore(Store[HasUserId], ABC):
     # -- threads ------------------------------------------------------------
 
     async def load_thread(self, thread_id: str, context: HasUserId) -> ThreadMetadata:
-        row = await self._fetchone(
+        row = await self._one(
+            f"Thread {thread_id} not found",
             "SELECT thread_data FROM chatkit_threads WHERE thread_id = ? AND user_id = ?",
             thread_id,
             context.user_id,
         )
-        if row is None:
-            raise NotFoundError(f"Thread {thread_id} not found")
         return ThreadMetadata.model_validate_json(row[0])
 
     async def save_thread(self, thread: ThreadMetadata, context: HasUserId) -> None:
         # The SDK passes a full Thread (with items) on creation: keep only metadata.
         data = self._json(thread.model_dump_json(exclude={"items"}))
-        row = await self._fetchone(
+        await self._one(
+            f"Thread {thread.id} not found",
             "INSERT INTO chatkit_threads (thread_id, user_id, thread_data) VALUES (?, ?, ?) "
             "ON CONFLICT (thread_id) DO UPDATE SET thread_data = excluded.thread_data, "
             "updated_at = CURRENT_TIMESTAMP "
@@ -148,8 +148,6 @@ class SQLStore(Store[HasUserId], ABC):
             context.user_id,
             data,
         )
-        if row is None:
-            raise NotFoundError(f"Thread {thread.id} not found")
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: HasUserId
@@ -172,13 +170,12 @@ class SQLStore(Store[HasUserId], ABC):
         return _page(rows, limit, ThreadMetadata.model_validate_json)
 
     async def delete_thread(self, thread_id: str, context: HasUserId) -> None:
-        row = await self._fetchone(
+        await self._one(
+            f"Thread {thread_id} not found",
             "DELETE FROM chatkit_threads WHERE thread_id = ? AND user_id = ? RETURNING id",
             thread_id,
             context.user_id,
         )
-        if row is None:
-            raise NotFoundError(f"Thread {thread_id} not found")
 
     # -- items --------------------------------------------------------------
 
@@ -223,7 +220,8 @@ class SQLStore(Store[HasUserId], ABC):
         await self.save_item(thread_id, item, context)
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: HasUserId) -> None:
-        row = await self._fetchone(
+        await self._one(
+            f"Thread {thread_id} not found",
             "INSERT INTO chatkit_items (thread_id, item_id, item_data) "
             "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chatkit_threads "
             "WHERE thread_id = ? AND user_id = ?) "
@@ -235,11 +233,10 @@ class SQLStore(Store[HasUserId], ABC):
             thread_id,
             context.user_id,
         )
-        if row is None:
-            raise NotFoundError(f"Thread {thread_id} not found")
 
     async def load_item(self, thread_id: str, item_id: str, context: HasUserId) -> ThreadItem:
-        row = await self._fetchone(
+        row = await self._one(
+            f"Item {item_id} not found in thread {thread_id}",
             "SELECT i.item_data FROM chatkit_items i JOIN chatkit_threads t "
             "ON t.thread_id = i.thread_id "
             "WHERE i.thread_id = ? AND i.item_id = ? AND t.user_id = ?",
@@ -247,8 +244,6 @@ class SQLStore(Store[HasUserId], ABC):
             item_id,
             context.user_id,
         )
-        if row is None:
-            raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
         return _ITEM.validate_json(row[0])
 
     async def delete_thread_item(
@@ -274,7 +269,8 @@ class SQLStore(Store[HasUserId], ABC):
         """Record the user's rating of items; the latest rating of an item wins."""
         await self._check_owner(thread_id, context)
         for item_id in item_ids:
-            row = await self._fetchone(
+            await self._one(
+                f"Item {item_id} not found in thread {thread_id}",
                 "INSERT INTO chatkit_feedback (thread_id, item_id, kind) "
                 "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chatkit_items "
                 "WHERE thread_id = ? AND item_id = ?) "
@@ -286,8 +282,6 @@ class SQLStore(Store[HasUserId], ABC):
                 thread_id,
                 item_id,
             )
-            if row is None:
-                raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
 
     async def load_feedback(self, thread_id: str, context: HasUserId) -> dict[str, str]:
         """The ratings given in a thread, by item id."""
@@ -302,7 +296,8 @@ class SQLStore(Store[HasUserId], ABC):
     async def save_attachment(self, attachment: Attachment, context: HasUserId) -> None:
         if attachment.thread_id is not None:
             await self._check_owner(attachment.thread_id, context)
-        row = await self._fetchone(
+        await self._one(
+            f"Attachment {attachment.id} not found",
             "INSERT INTO chatkit_attachments (attachment_id, user_id, thread_id, "
             "attachment_data) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (attachment_id) DO UPDATE SET thread_id = excluded.thread_id, "
@@ -313,29 +308,25 @@ class SQLStore(Store[HasUserId], ABC):
             attachment.thread_id,
             self._json(_ATTACHMENT.dump_json(attachment).decode()),
         )
-        if row is None:
-            raise NotFoundError(f"Attachment {attachment.id} not found")
 
     async def load_attachment(self, attachment_id: str, context: HasUserId) -> Attachment:
-        row = await self._fetchone(
+        row = await self._one(
+            f"Attachment {attachment_id} not found",
             "SELECT attachment_data FROM chatkit_attachments "
             "WHERE attachment_id = ? AND user_id = ?",
             attachment_id,
             context.user_id,
         )
-        if row is None:
-            raise NotFoundError(f"Attachment {attachment_id} not found")
         return _ATTACHMENT.validate_json(row[0])
 
     async def delete_attachment(self, attachment_id: str, context: HasUserId) -> None:
-        row = await self._fetchone(
+        await self._one(
+            f"Attachment {attachment_id} not found",
             "DELETE FROM chatkit_attachments WHERE attachment_id = ? AND user_id = ? "
             "RETURNING attachment_id",
             attachment_id,
             context.user_id,
         )
-        if row is None:
-            raise NotFoundError(f"Attachment {attachment_id} not found")
 
     # -- agent session memory (the Agents SDK's session tables) -------------
 
@@ -410,14 +401,20 @@ class SQLStore(Store[HasUserId], ABC):
 
     # -- helpers ------------------------------------------------------------
 
+    async def _one(self, missing: str, sql: str, *args: Any) -> Row:
+        """The statement's first row; `NotFoundError(missing)` when there is none."""
+        row = await self._fetchone(sql, *args)
+        if row is None:
+            raise NotFoundError(missing)
+        return row
+
     async def _check_owner(self, thread_id: str, context: HasUserId) -> None:
-        row = await self._fetchone(
+        await self._one(
+            f"Thread {thread_id} not found",
             "SELECT 1 FROM chatkit_threads WHERE thread_id = ? AND user_id = ?",
             thread_id,
             context.user_id,
         )
-        if row is None:
-            raise NotFoundError(f"Thread {thread_id} not found")
 
     async def _cursor(self, after: str | None, order: str, sql: str, *args: Any) -> int:
         """The sequence number a page starts after; an unknown cursor is not found."""
