@@ -8,6 +8,7 @@ the process it started: SIGTERM to its group, then SIGKILL after a bounded wait.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -55,6 +56,19 @@ def app_env(openai_base_url: str, db_path: Path, **extra: str) -> dict[str, str]
         "CHATKIT_TRACING": "false",
         **extra,
     }
+
+
+PROCFILE = Path(__file__).parents[1] / "Procfile"
+
+
+def procfile_argv() -> list[str]:
+    """The Procfile's `web:` command, `$PORT` a placeholder and 0.0.0.0 kept to loopback."""
+    web = [line for line in PROCFILE.read_text().splitlines() if line.startswith("web:")]
+    assert len(web) == 1, f"Procfile needs one web: line, has {web}"
+    command = web[0].removeprefix("web:").strip()
+    assert "$PORT" in command, command
+    argv = shlex.split(command.replace("$PORT", PORT_PLACEHOLDER))
+    return [HOST if arg == "0.0.0.0" else arg for arg in argv]
 
 
 def serve_argv(port: int, certfile: Path | None = None, keyfile: Path | None = None) -> list[str]:

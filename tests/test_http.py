@@ -9,7 +9,6 @@ take down the other streams of an HTTP/2 connection (hypercorn issue 329), and t
 from __future__ import annotations
 
 import json
-import shlex
 import ssl
 import sys
 import time
@@ -42,7 +41,7 @@ from chatkit_client import (
     thread_id_of,
 )
 from openai_mock import OpenAIMock, RecordedRequest
-from servers import HOST, PORT_PLACEHOLDER, ServerProcess, app_env
+from servers import HOST, PORT_PLACEHOLDER, ServerProcess, app_env, procfile_argv
 
 T = TypeVar("T")
 
@@ -52,7 +51,6 @@ MAX_BODY = 2048
 BIG_BODY = 256 * 1024
 TEST_SECONDS = 20.0
 SAVE_SECONDS = 3.0
-PROCFILE = Path(__file__).parents[1] / "Procfile"
 
 pytestmark = pytest.mark.anyio
 
@@ -289,13 +287,7 @@ async def test_plain_hypercorn_command_serves_a_turn(mock: OpenAIMock, tmp_path:
 
 
 async def test_procfile_web_command_serves_a_turn(mock: OpenAIMock, tmp_path: Path) -> None:
-    web = [line for line in PROCFILE.read_text().splitlines() if line.startswith("web:")]
-    assert len(web) == 1, f"Procfile needs one web: line, has {web}"
-    command = web[0].removeprefix("web:").strip()
-    assert "$PORT" in command, command
-    argv = shlex.split(command.replace("$PORT", PORT_PLACEHOLDER))
-    # Tests listen on loopback only: the platform's 0.0.0.0 becomes 127.0.0.1.
-    argv = [HOST if arg == "0.0.0.0" else arg for arg in argv]
+    argv = procfile_argv()
     env = {
         "OPENAI_BASE_URL": mock.base_url,
         "OPENAI_API_KEY": "test",
