@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, get_args
 
@@ -155,18 +154,14 @@ class TripItemConverter(ThreadItemConverter):
         return ResponseInputTextParam(type="input_text", text=f"@{tag.text}: {tag.data}")
 
 
-@dataclass
-class _ToolSteps:
-    """Which workflow task shows which tool call, per run."""
-
-    tasks: dict[str, int] = field(default_factory=dict)
-
-
 class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
-    """Show each tool step as a workflow task and keep the call and result for later turns."""
+    """Show each tool step as a workflow task and keep the call and result for later turns.
+
+    One instance per run: it remembers which task shows which tool call.
+    """
 
     def __init__(self) -> None:
-        self._steps: dict[int, _ToolSteps] = {}
+        self._tasks: dict[str, int] = {}
 
     async def on_tool_start(
         self, context: RunContextWrapper[AgentContext[RequestContext]], agent: Agent[Any], tool: Tool
@@ -177,8 +172,7 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
         title = describe_tool_call(context.tool_name, context.tool_arguments)
         await ctx.add_workflow_task(CustomTask(title=title, status_indicator="loading"))
         assert ctx.workflow_item is not None
-        steps = self._steps.setdefault(id(ctx), _ToolSteps())
-        steps.tasks[context.tool_call_id] = len(ctx.workflow_item.workflow.tasks) - 1
+        self._tasks[context.tool_call_id] = len(ctx.workflow_item.workflow.tasks) - 1
 
     async def on_tool_end(
         self,
@@ -190,7 +184,7 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
         if not isinstance(context, ToolContext):
             return
         ctx = context.context
-        index = self._steps.get(id(ctx), _ToolSteps()).tasks.pop(context.tool_call_id, None)
+        index = self._tasks.pop(context.tool_call_id, None)
         if ctx.workflow_item is not None and index is not None:
             task = ctx.workflow_item.workflow.tasks[index]
             if isinstance(task, CustomTask):
@@ -213,10 +207,6 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
                 )
             )
         )
-
-    def forget(self, ctx: AgentContext[RequestContext]) -> None:
-        """Drop a finished run's bookkeeping."""
-        self._steps.pop(id(ctx), None)
 
 
 def _upstream_error(exc: openai.APIError) -> CustomStreamError:
@@ -241,7 +231,6 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         self.agent = agent
         self.history_items = history_items
         self.converter = TripItemConverter()
-        self.hooks = ToolStepHooks()
         self._producers: set[asyncio.Task[None]] = set()
         self.draining = False
 
@@ -394,7 +383,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             self.agent,
             await self.converter.to_agent_input(history),
             context=agent_context,
-            hooks=self.hooks,
+            hooks=ToolStepHooks(),
         )
         try:
             async for event in _real_ids(stream_agent_response(agent_context, result), agent_context):
@@ -405,7 +394,6 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         finally:
             if not result.is_complete:
                 result.cancel()
-            self.hooks.forget(agent_context)
         if thread.title is None and input_user_message is not None:
             thread.title = short_title(_text_of(input_user_message))
 
