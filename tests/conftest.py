@@ -13,6 +13,10 @@ from openai_mock import OpenAIMock
 from tripchat.store import SQLStore, open_store
 
 POSTGRES_URL_VAR = "TRIPCHAT_TEST_POSTGRES_URL"
+needs_postgres = pytest.mark.skipif(
+    not os.environ.get(POSTGRES_URL_VAR),
+    reason=f"set {POSTGRES_URL_VAR}=postgresql://... to run the PostgreSQL tests (.ci/run does)",
+)
 
 
 @pytest.fixture(scope="session")
@@ -33,11 +37,7 @@ def openai_mock() -> Iterator[OpenAIMock]:
         "sqlite",
         pytest.param(
             "postgres",
-            marks=pytest.mark.skipif(
-                not os.environ.get(POSTGRES_URL_VAR),
-                reason=f"set {POSTGRES_URL_VAR}=postgresql://... to run the PostgreSQL "
-                "store tests (.ci/run does)",
-            ),
+            marks=needs_postgres,
         ),
     ]
 )

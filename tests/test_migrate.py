@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from chatkit.store import NotFoundError
 from chatkit.types import ThreadMetadata
-from conftest import POSTGRES_URL_VAR, empty_postgres
+from conftest import POSTGRES_URL_VAR, empty_postgres, needs_postgres
 from test_store import ALICE, BOB, add_messages, all_items, every_item_type, file_attachment
 
 from tripchat.context import RequestContext
@@ -19,10 +19,7 @@ from tripchat.store import SQLStore, open_store
 
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.skipif(
-        not os.environ.get(POSTGRES_URL_VAR),
-        reason=f"set {POSTGRES_URL_VAR}=postgresql://... to run the migration tests (.ci/run does)",
-    ),
+    needs_postgres,
 ]
 
 

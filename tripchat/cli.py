@@ -90,6 +90,7 @@ async def serve(host: str, port: int, certfile: str | None, keyfile: str | None)
     """Serve the app in this process, so SIGTERM drains replies instead of killing them."""
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
+    from hypercorn.utils import LifespanFailureError
 
     from .asgi import create_app
 
@@ -117,7 +118,14 @@ async def serve(host: str, port: int, certfile: str | None, keyfile: str | None)
         )
         drain.append(asyncio.create_task(app.state.server.drain(settings.shutdown_grace)))
 
-    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    try:
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    except LifespanFailureError as exc:
+        # The app could not start (say, the database is unreachable): report the cause
+        # in one line, as for any other configuration error, not Hypercorn's wrapper.
+        if isinstance(exc.__context__, ConfigError):
+            raise exc.__context__ from None
+        raise
     if drain:
         await drain[0]
     return 0

@@ -1,0 +1,310 @@
+"""Two real `tripchat serve` processes on one PostgreSQL database, as a scaled-out deployment.
+
+A conversation moves freely between the servers (its history comes from the shared
+database), owners stay separated, a burst of concurrent turns lands intact and in order,
+servers that start together race safely to create the schema, and an unreachable
+database stops `tripchat serve` with one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import httpx
+import pytest
+
+from chatkit_client import (
+    add_message,
+    assistant_text,
+    create_thread,
+    encode,
+    get_thread,
+    message_texts,
+    parse_sse,
+    thread_id_of,
+)
+from conftest import POSTGRES_URL_VAR, empty_postgres, needs_postgres
+from openai_mock import OpenAIMock
+from servers import ServerProcess, app_env, free_port, minimal_env, serve_argv
+from tripchat.pgstore import PostgresStore
+from tripchat.store import SCHEMA_VERSION
+
+pytestmark = [
+    pytest.mark.anyio,
+    needs_postgres,
+]
+
+TEST_SECONDS = 40.0
+CONVERSATIONS = 100
+REPLY_TOKENS = 3
+RACING_STORES = 8
+EXIT_SECONDS = 10.0
+WHOLE_LOG = 10**8
+USER_HEADER = "X-User-Id"
+ACCESS_5XX = re.compile(r'"[A-Z]+ \S+ [0-9.]+" 5\d\d ')
+"""A Hypercorn access-log line for a 5xx answer: `"POST /chatkit 1.1" 500 ...`."""
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def words(count: int) -> str:
+    """The text the mock streams for `[tokens count]`."""
+    return "".join(f"w{i} " for i in range(count))
+
+
+def unique(label: str, tokens: int = REPLY_TOKENS) -> str:
+    """A user message no other request carries, asking for a `tokens`-word reply."""
+    return f"{label} {uuid.uuid4().hex[:12]} [tokens {tokens}]"
+
+
+def pg_env(openai_base_url: str, db_url: str) -> dict[str, str]:
+    """The app's variables against the OpenAI mock, with `db_url` as the database."""
+    return app_env(
+        openai_base_url, Path("unused.db"), CHATKIT_DB_URL=db_url, CHATKIT_MODEL_MAX_RETRIES="0"
+    )
+
+
+@contextmanager
+def running(servers: Sequence[ServerProcess]) -> Iterator[Sequence[ServerProcess]]:
+    """Start every server at once, wait until all are healthy, stop them all afterwards."""
+    with ExitStack() as stack:
+        for server in servers:
+            stack.callback(server.stop)
+            server.start()
+        for server in servers:
+            server.wait_ready()
+        yield servers
+
+
+def assert_clean_log(server: ServerProcess) -> None:
+    """The server's whole log has no traceback and no 5xx answer."""
+    log = server.log(WHOLE_LOG)
+    assert "Traceback" not in log, log[-6000:]
+    assert not ACCESS_5XX.findall(log), log[-6000:]
+
+
+def http_client() -> httpx.AsyncClient:
+    """An httpx client that ignores proxy variables, never waits unbounded, pools widely."""
+    limits = httpx.Limits(max_connections=2 * CONVERSATIONS, max_keepalive_connections=None)
+    return httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30.0), limits=limits)
+
+
+async def post(
+    client: httpx.AsyncClient, server: ServerProcess, request: dict[str, Any], user: str
+) -> httpx.Response:
+    """POST a ChatKit request to `server` as `user`."""
+    headers = {USER_HEADER: user}
+    return await client.post(f"{server.url}/chatkit", content=encode(request), headers=headers)
+
+
+async def call(
+    client: httpx.AsyncClient, server: ServerProcess, request: dict[str, Any], user: str
+) -> dict[str, Any]:
+    """A non-streaming request answered 200 with JSON."""
+    response = await post(client, server, request, user)
+    assert response.status_code == 200, response.text[:500]
+    return dict(response.json())
+
+
+async def turn(
+    client: httpx.AsyncClient,
+    server: ServerProcess,
+    request: dict[str, Any],
+    user: str,
+    tokens: int = REPLY_TOKENS,
+) -> str:
+    """A streamed turn that ends well with the scripted reply; the thread's id."""
+    response = await post(client, server, request, user)
+    assert response.status_code == 200, response.text[:500]
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(response.content)
+    errors = [event for event in events if event.get("type") == "error"]
+    assert not errors, errors
+    assert assistant_text(events) == words(tokens), events
+    return thread_id_of(events)
+
+
+def model_request_with(mock: OpenAIMock, text: str) -> str:
+    """The (JSON) body of the one model request whose input carries `text`."""
+    bodies = [json.dumps(record.body) for record in list(mock.requests)]
+    found = [body for body in bodies if text in body]
+    assert len(found) == 1, f"{len(found)} model requests carry {text!r}"
+    return found[0]
+
+
+async def saved_conversations(db_url: str) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Straight from PostgreSQL: each thread's owner and its messages in stored order."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        threads = await conn.fetch("SELECT thread_id, user_id FROM chatkit_threads ORDER BY id")
+        items = await conn.fetch(
+            "SELECT thread_id, item_data::text AS data FROM chatkit_items ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    saved = {row["thread_id"]: (row["user_id"], []) for row in threads}
+    for row in items:
+        saved[row["thread_id"]][1].extend(message_texts([json.loads(row["data"])]))
+    return saved
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def empty_db() -> str:
+    """The test PostgreSQL database, emptied: the servers create the schema themselves."""
+    url = os.environ[POSTGRES_URL_VAR]
+    await empty_postgres(url)
+    return url
+
+
+@pytest.fixture
+def pair(
+    openai_mock: OpenAIMock, empty_db: str, tmp_path: Path
+) -> Iterator[Sequence[ServerProcess]]:
+    """Two `tripchat serve` processes on the one database, both against the mock."""
+    env = pg_env(openai_mock.base_url, empty_db)
+    servers = [ServerProcess(env, workdir=tmp_path, name=f"server{n}") for n in (1, 2)]
+    with running(servers):
+        yield servers
+    for server in servers:
+        assert_clean_log(server)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """One HTTP client for all servers of a test."""
+    async with http_client() as opened:
+        yield opened
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+
+async def test_a_thread_continues_on_the_other_server(
+    pair: Sequence[ServerProcess], client: httpx.AsyncClient, openai_mock: OpenAIMock
+) -> None:
+    first, second = pair
+    opening, follow_up = unique("alice opens", 4), unique("alice follows up", 2)
+    with anyio.fail_after(TEST_SECONDS):
+        thread_id = await turn(client, first, create_thread(opening), "alice", tokens=4)
+
+        listed = await call(client, second, {"type": "threads.list", "params": {}}, "alice")
+        assert [thread["id"] for thread in listed["data"]] == [thread_id]
+        thread = await call(client, second, get_thread(thread_id), "alice")
+        first_turn = [("user_message", opening), ("assistant_message", words(4))]
+        assert message_texts(thread["items"]["data"]) == first_turn
+
+        await turn(client, second, add_message(thread_id, follow_up), "alice", tokens=2)
+        # Server 2 never saw the first turn: its model input came from the shared database.
+        body = model_request_with(openai_mock, follow_up)
+        assert body.index(opening) < body.index(words(4)) < body.index(follow_up), body
+        thread = await call(client, first, get_thread(thread_id), "alice")
+        both_turns = [*first_turn, ("user_message", follow_up), ("assistant_message", words(2))]
+        assert message_texts(thread["items"]["data"]) == both_turns
+
+        for server in pair:
+            stranger = await post(client, server, get_thread(thread_id), "bob")
+            assert stranger.status_code == 404, stranger.text
+            intrusion = await post(client, server, add_message(thread_id, "hi [tokens 1]"), "bob")
+            assert intrusion.status_code == 404, intrusion.text
+            listed = await call(client, server, {"type": "threads.list", "params": {}}, "bob")
+            assert listed["data"] == []
+
+
+async def test_concurrent_conversations_alternate_servers_and_land_in_order(
+    pair: Sequence[ServerProcess], client: httpx.AsyncClient, empty_db: str
+) -> None:
+    expected: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+
+    async def converse(n: int) -> None:
+        user = f"traveller-{n:03d}"
+        texts = [unique(f"conversation {n:03d} turn {t}") for t in (1, 2)]
+        thread_id = await turn(client, pair[n % 2], create_thread(texts[0]), user)
+        await turn(client, pair[(n + 1) % 2], add_message(thread_id, texts[1]), user)
+        messages: list[tuple[str, str]] = []
+        for text in texts:
+            messages += [("user_message", text), ("assistant_message", words(REPLY_TOKENS))]
+        expected[thread_id] = (user, messages)
+
+    with anyio.fail_after(TEST_SECONDS):
+        async with anyio.create_task_group() as group:
+            for n in range(CONVERSATIONS):
+                group.start_soon(converse, n)
+        saved = await saved_conversations(empty_db)
+
+    assert len(expected) == CONVERSATIONS
+    kinds = [kind for _, messages in saved.values() for kind, _ in messages]
+    assert (len(saved), kinds.count("user_message"), kinds.count("assistant_message")) == (
+        CONVERSATIONS, 2 * CONVERSATIONS, 2 * CONVERSATIONS
+    )
+    assert saved == expected
+
+
+async def test_servers_started_together_on_an_empty_database_both_come_up(
+    openai_mock: OpenAIMock, empty_db: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    env = pg_env(openai_mock.base_url, empty_db)
+    servers = [ServerProcess(env, workdir=tmp_path, name=f"racer{n}") for n in (1, 2)]
+    with running(servers):
+        for server in servers:
+            health = await client.get(f"{server.url}/healthz")
+            assert health.json() == {"status": "ok", "database": "ok"}, health.text
+    for server in servers:
+        assert_clean_log(server)
+    conn = await asyncpg.connect(empty_db)
+    try:
+        versions = await conn.fetch("SELECT value FROM tripchat_meta WHERE key = 'schema_version'")
+    finally:
+        await conn.close()
+    assert [row["value"] for row in versions] == [str(SCHEMA_VERSION)]
+
+
+async def test_stores_opening_at_once_on_an_empty_database_all_succeed(empty_db: str) -> None:
+    # A tighter race than two processes can make: without the advisory lock, concurrent
+    # CREATE TABLE IF NOT EXISTS fails with duplicate-key errors from the catalogue.
+    with anyio.fail_after(TEST_SECONDS):
+        stores = await asyncio.gather(
+            *(PostgresStore.open(empty_db, pool_size=1) for _ in range(RACING_STORES)),
+            return_exceptions=True,
+        )
+        opened = [store for store in stores if isinstance(store, PostgresStore)]
+        for store in opened:
+            await store.ping()
+            await store.close()
+    assert len(opened) == RACING_STORES, stores
+
+
+def test_serve_with_an_unreachable_database_exits_with_one_line(tmp_path: Path) -> None:
+    closed = f"postgresql://tripchat@127.0.0.1:{free_port()}/tripchat"
+    env = minimal_env(pg_env("http://127.0.0.1:9/v1", closed))
+    start = time.monotonic()
+    result = subprocess.run(
+        serve_argv(free_port()),
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_SECONDS * 2,
+    )
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0, result
+    assert elapsed < EXIT_SECONDS, f"took {elapsed:.1f}s to give up"
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CHATKIT_DB_URL" in lines[0], result.stderr
