@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 import anyio
 import openai
@@ -24,6 +24,7 @@ from agents.tool_context import ToolContext
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
 from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
+from chatkit.store import Store
 from chatkit.types import (
     AssistantMessageItem,
     AttachmentsCreateReq,
@@ -39,7 +40,6 @@ from chatkit.types import (
     ItemsListReq,
     SDKHiddenContextItem,
     StreamingReq,
-    ThreadItem,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemUpdatedEvent,
@@ -226,7 +226,8 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
     """ChatKit over the trip planner agent and a durable `SQLStore`."""
 
     def __init__(self, store: SQLStore, agent: Agent[Any], *, history_items: int = 40) -> None:
-        super().__init__(store)
+        # Store is invariant in its context type; ours reads only `user_id` from it.
+        super().__init__(cast(Store[RequestContext], store))
         self.sql_store = store
         self.agent = agent
         self.history_items = history_items
@@ -288,7 +289,9 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
 
     # -- streaming: a producer task per stream, so shutdown can stop it cleanly --
 
-    async def _stream(self, request: StreamingReq, context: RequestContext) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, request: StreamingReq, context: RequestContext
+    ) -> AsyncGenerator[bytes, None]:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
         producer = asyncio.create_task(self._produce(request, context, queue))
         self._producers.add(producer)
@@ -340,7 +343,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
 
     async def _process_streaming_impl(
         self, request: StreamingReq, context: RequestContext
-    ) -> AsyncIterator[ThreadStreamEvent]:
+    ) -> AsyncGenerator[ThreadStreamEvent, None]:
         if not isinstance(request, ThreadsAddClientToolOutputReq):
             async for event in super()._process_streaming_impl(request, context):
                 yield event

@@ -67,7 +67,7 @@ class Smoke:
     def turn(self, body: dict[str, Any], label: str) -> str | None:
         """Send one streaming request; returns the thread id, printing the reply as it streams."""
         started = time.monotonic()
-        thread_id = body["params"].get("thread_id")
+        thread_id: str | None = body["params"].get("thread_id")
         first_delta: float | None = None
         reply, errors = "", []
         for event in self.post_stream(body):
@@ -92,7 +92,7 @@ class Smoke:
         try:
             with urllib.request.urlopen(self._request("/healthz"), timeout=10) as r:
                 self.check("GET /healthz", r.status == 200, r.read().decode())
-            message = {"content": [], "attachments": [], "inference_options": {}}
+            message: dict[str, Any] = {"content": [], "attachments": [], "inference_options": {}}
             first = {**message, "content": [{"type": "input_text", "text": TURNS[0]}]}
             thread_id = self.turn({"type": "threads.create", "params": {"input": first}}, "turn 1")
             if not self.check("a thread was created", thread_id is not None):

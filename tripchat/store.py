@@ -13,11 +13,11 @@ import json
 import sqlite3
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from collections.abc import Sequence
 from importlib.resources import files
 from types import TracebackType
-from typing import Any, Callable, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import aiosqlite
 from chatkit.store import NotFoundError, Store, StoreItemType
@@ -540,7 +540,7 @@ class SQLiteStore(SQLStore):
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
-            (version,) = (await conn.execute_fetchall("PRAGMA user_version"))[0]
+            (version,) = list(await conn.execute_fetchall("PRAGMA user_version"))[0]
             if version > SCHEMA_VERSION:
                 raise ConfigError(
                     f"CHATKIT_DB_URL: {path} has schema version {version}, newer than "
