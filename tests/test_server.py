@@ -312,6 +312,14 @@ async def test_two_tool_calls_in_one_step(
     (workflow,) = done_items(events, "workflow")
     titles = [t["title"] for t in workflow["workflow"]["tasks"]]
     assert len(titles) == 2 and "Lisbon" in titles[0] and "Porto" in titles[1]
+    # Each task is announced once: in the workflow's first event or by a task.added after it.
+    (added,) = [e["item"] for e in events if e["type"] == "thread.item.added"
+                and e["item"]["type"] == "workflow"]
+    announced = [t["title"] for t in added["workflow"]["tasks"]] + [
+        e["update"]["task"]["title"] for e in events
+        if e["type"] == "thread.item.updated" and e["update"]["type"] == "workflow.task.added"
+    ]
+    assert announced == titles
     assert {t["status_indicator"] for t in workflow["workflow"]["tasks"]} == {"complete"}
     assert reply_text(await chat.send(thread_id, "next [tokens 1]")) == words(1)
     lisbon, porto = tool_outputs(chat.mock.requests[-1])

@@ -89,6 +89,7 @@ MAX_TITLE = 200
 PENDING_LOOKBACK = 20
 TOOL_IO = "tripchat.tool_io"
 SHIELDED_SAVE_SECONDS = 10.0
+ANNOUNCE_SECONDS = 5.0
 
 
 class RequestError(Exception):
@@ -162,6 +163,13 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
 
     def __init__(self) -> None:
         self._tasks: dict[str, int] = {}
+        self._created: str | None = None
+        self._shown = asyncio.Event()
+
+    def shown(self, event: ThreadStreamEvent) -> None:
+        """Called once `event` has been sent on: the workflow we created is now on the wire."""
+        if isinstance(event, ThreadItemAddedEvent) and event.item.id == self._created:
+            self._shown.set()
 
     async def on_tool_start(
         self, context: RunContextWrapper[AgentContext[RequestContext]], agent: Agent[Any], tool: Tool
@@ -170,8 +178,16 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
             return
         ctx = context.context
         title = describe_tool_call(context.tool_name, context.tool_arguments)
+        if ctx.workflow_item is not None and ctx.workflow_item.id == self._created:
+            # The SDK queues the new workflow by reference: adding a task before that event
+            # is sent would put it in the event and announce it again with task.added.
+            with anyio.move_on_after(ANNOUNCE_SECONDS):
+                await self._shown.wait()
+        created = ctx.workflow_item is None
         await ctx.add_workflow_task(CustomTask(title=title, status_indicator="loading"))
         assert ctx.workflow_item is not None
+        if created:
+            self._created = ctx.workflow_item.id
         self._tasks[context.tool_call_id] = len(ctx.workflow_item.workflow.tasks) - 1
 
     async def on_tool_end(
@@ -382,15 +398,17 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         )
         history = list(reversed(page.data))
         agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
+        hooks = ToolStepHooks()
         result = Runner.run_streamed(
             self.agent,
             await self.converter.to_agent_input(history),
             context=agent_context,
-            hooks=ToolStepHooks(),
+            hooks=hooks,
         )
         try:
             async for event in _real_ids(stream_agent_response(agent_context, result), agent_context):
                 yield event
+                hooks.shown(event)
         except openai.APIError as exc:
             logger.warning("model request failed for thread %s: %r", thread.id, exc)
             raise _upstream_error(exc) from None
