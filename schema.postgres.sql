@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS chatkit_items (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     thread_id TEXT NOT NULL REFERENCES chatkit_threads (thread_id) ON DELETE CASCADE,
     item_id TEXT NOT NULL,
+    item_type TEXT NOT NULL,
     item_data JSONB NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP,
     UNIQUE (thread_id, item_id)

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS chatkit_items (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     thread_id TEXT NOT NULL REFERENCES chatkit_threads (thread_id) ON DELETE CASCADE,
     item_id TEXT NOT NULL,
+    item_type TEXT NOT NULL,
     item_data TEXT NOT NULL,
     created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
     UNIQUE (thread_id, item_id)

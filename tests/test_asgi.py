@@ -286,6 +286,12 @@ BAD_BODIES: dict[str, tuple[bytes, str]] = {
         "params.input.content",
     ),
     "overlong title": (request("threads.update", thread_id="t", title="x" * 500), "title"),
+    "blank title": (request("threads.update", thread_id="t", title="  "), "title must not be empty"),
+    "empty message": (request("threads.create", input=user_input(" \n ")), "the message is empty"),
+    "no message parts": (
+        request("threads.add_user_message", thread_id="t", input={**user_input("x"), "content": []}),
+        "the message is empty",
+    ),
 }
 
 
@@ -459,19 +465,22 @@ async def test_healthz_is_503_while_draining(client: Client) -> None:
 
     response = await client.http.get("/healthz")
     assert response.status_code == 503 and response.json()["status"] == "draining"
-    assert error_message(await client.post(request("threads.create", input=user_input("x"))), 503)
+    refused = await client.post(request("threads.create", input=user_input("x")))
+    assert error_message(refused, 503)
+    assert refused.headers["retry-after"] == "5"
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 async def test_other_methods_on_chatkit_are_405(client: Client, method: str) -> None:
     response = await client.http.request(method, "/chatkit")
     assert response.status_code == 405
+    assert response.json()["error"]["status"] == 405
 
 
 async def test_an_unknown_path_is_404(client: Client) -> None:
-    assert (
-        await client.http.post("/v1/chatkit", content=request("threads.list"))
-    ).status_code == 404
+    response = await client.http.post("/v1/chatkit", content=request("threads.list"))
+    assert response.status_code == 404
+    assert response.json() == {"error": {"status": 404, "message": "Not Found"}}
 
 
 def _preflight(origin: str) -> dict[str, str]:

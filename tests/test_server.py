@@ -341,6 +341,25 @@ async def test_hidden_items_never_reach_the_client(chat: Chat) -> None:
     assert not {i["type"] for i in thread["items"]["data"]} & set(HIDDEN_TYPES)
 
 
+async def test_item_pages_are_full_pages_of_visible_items(chat: Chat) -> None:
+    thread_id, _ = await chat.create(LISBON_CALL)
+    await chat.send(thread_id, "thanks [tokens 1]")
+    visible = [i.id for i in await chat.items(thread_id) if i.type not in HIDDEN_TYPES]
+
+    seen, after = [], None
+    for _ in range(len(visible) + 1):
+        page = await chat.call(
+            request("items.list", thread_id=thread_id, limit=1, order="asc", after=after)
+        )
+        assert len(page["data"]) == 1  # never a short or empty page
+        seen.append(page["data"][0]["id"])
+        if not page["has_more"]:
+            break
+        after = page["after"]
+        assert after == seen[-1]  # the cursor is an item the client has seen
+    assert seen == visible
+
+
 # -- history -------------------------------------------------------------------
 
 

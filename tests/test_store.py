@@ -504,6 +504,31 @@ async def test_cursor_walk_reproduces_the_whole_thread(store: SQLStore, limit: i
         assert pages == math.ceil(len(items) / limit)
 
 
+@pytest.mark.parametrize("limit", [1, 2, 5])
+async def test_visible_pages_skip_hidden_items_without_counting_them(
+    store: SQLStore, limit: int
+) -> None:
+    thread = await new_thread(store)
+    visible: list[ThreadItem] = []
+    for n in range(6):
+        for hidden in (
+            HiddenContextItem(id=f"hid_{n}", thread_id=thread.id, created_at=T0, content={"n": n}),
+            SDKHiddenContextItem(id=f"sdk_{n}", thread_id=thread.id, created_at=T0, content="x"),
+        ):
+            await store.add_thread_item(thread.id, hidden, ALICE)
+        item = message(thread.id, f"msg_{n}", f"message {n}")
+        await store.add_thread_item(thread.id, item, ALICE)
+        visible.append(item)
+
+    for order, expected in (("asc", visible), ("desc", visible[::-1])):
+        seen, pages = await walk(
+            lambda after, order=order: store.load_visible_items(thread.id, after, limit, order, ALICE)
+        )
+        assert seen == expected
+        assert pages == math.ceil(len(visible) / limit)  # full pages: no short or empty ones
+    assert len(await all_items(store, thread.id)) == 3 * len(visible)  # the SDK still sees all
+
+
 async def test_order_follows_insertion_not_timestamps(store: SQLStore) -> None:
     thread = await new_thread(store)
     hour, year = timedelta(hours=1), timedelta(days=365)

@@ -105,6 +105,8 @@ async def serve(host: str, port: int, certfile: str | None, keyfile: str | None)
     config.errorlog = logging.getLogger("hypercorn.error")
     # Hypercorn's own wait must outlast ours: the server ends its streams at the grace.
     config.graceful_timeout = settings.shutdown_grace + 5
+    # Hypercorn's default of 100 makes a burst of new connections wait for SYN retries.
+    config.backlog = 2048
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -163,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `plan` shares the terminal with the conversation: only warnings, no request log.
     level = logging.WARNING if args.command == "plan" else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The access log already shows each request; the model client's line per call is noise.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     if args.command == "plan":
         # The SDK logs a failed model request before raising it; main() reports it in one line.
         logging.getLogger("openai.agents").setLevel(logging.CRITICAL)

@@ -23,7 +23,12 @@ from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.tool_context import ToolContext
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
 from chatkit.errors import CustomStreamError
-from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
+from chatkit.server import (
+    DEFAULT_PAGE_SIZE,
+    ChatKitServer,
+    NonStreamingResult,
+    StreamingResult,
+)
 from chatkit.store import Store
 from chatkit.types import (
     AssistantMessageItem,
@@ -38,8 +43,10 @@ from chatkit.types import (
     InputTranscribeReq,
     ItemsFeedbackReq,
     ItemsListReq,
+    NonStreamingReq,
     SDKHiddenContextItem,
     StreamingReq,
+    Thread,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemUpdatedEvent,
@@ -279,8 +286,6 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 await self.store.load_thread(request.params.thread_id, context)
             case ThreadsListReq():
                 request.params.limit = _check_limit(request.params.limit)
-                if request.params.after is not None:
-                    await self.store.load_thread(request.params.after, context)
             case ItemsListReq():
                 request.params.limit = _check_limit(request.params.limit)
                 await self.store.load_thread(request.params.thread_id, context)
@@ -297,11 +302,31 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 for item_id in request.params.item_ids:
                     await self.store.load_item(request.params.thread_id, item_id, context)
             case ThreadsUpdateReq():
+                if not request.params.title.strip():
+                    raise RequestError(400, "title must not be empty")
                 if len(request.params.title) > MAX_TITLE:
                     raise RequestError(400, f"title is longer than {MAX_TITLE} characters")
                 await self.store.load_thread(request.params.thread_id, context)
             case ThreadsGetByIdReq() | ThreadsDeleteReq():
                 await self.store.load_thread(request.params.thread_id, context)
+
+    async def _process_non_streaming(self, request: NonStreamingReq, context: RequestContext) -> bytes:
+        # Pages of what the user sees: the SDK filters hidden items out of a page after
+        # fetching it, which leaves short (even empty) pages and cursors on unseen items.
+        match request:
+            case ItemsListReq(params=params):
+                page = await self.sql_store.load_visible_items(
+                    params.thread_id, params.after, params.limit or DEFAULT_PAGE_SIZE,
+                    params.order, context,
+                )
+                return self._serialize(page)
+            case ThreadsGetByIdReq(params=params):
+                thread = await self.store.load_thread(params.thread_id, context)
+                page = await self.sql_store.load_visible_items(
+                    thread.id, None, DEFAULT_PAGE_SIZE, "asc", context
+                )
+                return self._serialize(self._to_thread_response(Thread(**thread.model_dump(), items=page)))
+        return await super()._process_non_streaming(request, context)
 
     # -- streaming: a producer task per stream, so shutdown can stop it cleanly --
 
@@ -450,6 +475,10 @@ def _text_of(item: UserMessageItem) -> str:
 def _check_input(user_input: UserMessageInput) -> None:
     if user_input.attachments:
         raise RequestError(400, "attachments are not supported by this server")
+    if not any(
+        isinstance(part, UserMessageTagContent) or part.text.strip() for part in user_input.content
+    ):
+        raise RequestError(400, "the message is empty")
 
 
 def _check_limit(limit: int | None) -> int | None:

@@ -187,6 +187,29 @@ class SQLStore(Store[HasUserId], ABC):
         order: str,
         context: HasUserId,
     ) -> Page[ThreadItem]:
+        return await self._items_page(thread_id, after, limit, order, context, hidden=True)
+
+    async def load_visible_items(
+        self,
+        thread_id: str,
+        after: str | None,
+        limit: int,
+        order: str,
+        context: HasUserId,
+    ) -> Page[ThreadItem]:
+        """A page of what the user sees: hidden context items are skipped, not counted."""
+        return await self._items_page(thread_id, after, limit, order, context, hidden=False)
+
+    async def _items_page(
+        self,
+        thread_id: str,
+        after: str | None,
+        limit: int,
+        order: str,
+        context: HasUserId,
+        *,
+        hidden: bool,
+    ) -> Page[ThreadItem]:
         cursor = await self._cursor(
             after,
             order,
@@ -202,11 +225,13 @@ class SQLStore(Store[HasUserId], ABC):
             f"SELECT item_id, item_data FROM chatkit_items "
             f"WHERE thread_id = ? AND id {compare} ? "
             f"AND ? IN (SELECT user_id FROM chatkit_threads WHERE thread_id = ?) "
+            f"AND (? OR item_type NOT IN ('hidden_context_item', 'sdk_hidden_context')) "
             f"ORDER BY id {direction} LIMIT ?",
             thread_id,
             cursor,
             context.user_id,
             thread_id,
+            hidden,
             _page_size(limit) + 1,
         )
         if not rows:
@@ -222,13 +247,14 @@ class SQLStore(Store[HasUserId], ABC):
     async def save_item(self, thread_id: str, item: ThreadItem, context: HasUserId) -> None:
         await self._one(
             f"Thread {thread_id} not found",
-            "INSERT INTO chatkit_items (thread_id, item_id, item_data) "
-            "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chatkit_threads "
+            "INSERT INTO chatkit_items (thread_id, item_id, item_type, item_data) "
+            "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM chatkit_threads "
             "WHERE thread_id = ? AND user_id = ?) "
-            "ON CONFLICT (thread_id, item_id) DO UPDATE SET item_data = excluded.item_data "
-            "RETURNING id",
+            "ON CONFLICT (thread_id, item_id) DO UPDATE SET item_type = excluded.item_type, "
+            "item_data = excluded.item_data RETURNING id",
             thread_id,
             item.id,
+            item.type,
             self._json(_ITEM.dump_json(item).decode()),
             thread_id,
             context.user_id,
@@ -446,12 +472,12 @@ _COPY: dict[str, _CopySpec] = {
         2,
     ),
     "chatkit_items": _CopySpec(
-        "SELECT id, thread_id, item_id, item_data FROM chatkit_items "
+        "SELECT id, thread_id, item_id, item_type, item_data FROM chatkit_items "
         "WHERE id > ? ORDER BY id LIMIT ?",
-        "INSERT INTO chatkit_items (thread_id, item_id, item_data) VALUES (?, ?, ?) "
-        "ON CONFLICT (thread_id, item_id) DO NOTHING",
+        "INSERT INTO chatkit_items (thread_id, item_id, item_type, item_data) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (thread_id, item_id) DO NOTHING",
         0,
-        2,
+        3,
     ),
     "chatkit_attachments": _CopySpec(
         "SELECT attachment_id, attachment_id, user_id, thread_id, attachment_data "

@@ -1,0 +1,980 @@
+"""Streaming chat turns under load: tripchat against the docs' reference and a bare ceiling.
+
+    python bench/chat_bench.py [--concurrency 1,10,100] [--turns 3] [--min-turns 300]
+        [--rounds 3] [--tokens 20] [--delay 0] [--hold 1000] [--hold-seconds 30]
+        [--backends sqlite[,postgres]] [--pg-url postgresql://...]
+        [--burst 1000] [--servers ceiling,reference,tripchat] [--profile bench/profiles]
+        [--json out.json]
+
+One run starts the OpenAI mock (tests/openai_mock.py) as its own process, then every
+server as its own process (own process group) on 127.0.0.1:
+
+* ceiling   - bench/ceiling_app.py: the SSE a tripchat turn sends, from a bare ASGI app
+              under tripchat's own Hypercorn `serve`; no ChatKit, agent or store.
+* reference - bench/reference_app.py: the chatkit-python docs' FastAPI + uvicorn app with
+              an in-memory store and the same agent, pointed at the same mock.
+* tripchat  - `python -m tripchat.cli serve` (the Procfile's command) on a SQLite file,
+              and with `--backends postgres` on `--pg-url` (its tables dropped first).
+
+Each server is left to finish its start-up work, warmed up, and left idle again. Then, for
+each C, the servers take turns (order rotated every round, `--rounds` rounds, so the
+shared machine's noise falls on all alike): C workers run conversations of T turns
+(threads.create, then add_user_message) until `--min-turns` turns per server and C are
+done. The client measures time to first SSE event and to first text delta, turns/s,
+events/s and errors (non-200, `error` events, wrong text); /proc gives the server's peak
+RSS (VmHWM, reset per phase) and CPU seconds per turn (every thread of every process in
+its group). Then `--hold` streams are held open at once against the reference and the
+first tripchat backend (replies `[tokens 2] [delay S]`: one delta, then S seconds of
+silence; opened in waves of 100) for RSS per open stream. Before the phases, `--burst`
+TCP connects are opened at once against each idle server: a connect that needs a SYN
+retransmit (over 0.9 s) found the accept backlog full. Turns count such connects too.
+Finally every conversation is read back (`items.list`) from the ChatKit servers: nothing
+may be lost.
+
+With `--profile DIR`, py-spy records the reference and tripchat during extra C=10 rounds
+(DIR/<server>.txt raw stacks, DIR/<server>.svg flamegraph) and bench/profile_stacks.py
+summarises them. The soft RLIMIT_NOFILE is raised to the hard limit first; the mock and
+the servers inherit it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+
+from chatkit_client import (  # noqa: E402
+    TEXT_DELTA,
+    add_message,
+    create_thread,
+    encode,
+    list_items,
+    message_texts,
+)
+from profile_stacks import summarise  # noqa: E402
+from servers import HOST, ServerProcess, app_env  # noqa: E402
+
+PACKAGES = (
+    "openai-chatkit", "openai-agents", "openai", "pydantic", "hypercorn", "h11", "uvicorn",
+    "fastapi", "starlette", "httpx", "httpcore", "aiosqlite", "asyncpg", "py-spy",
+)
+TRIPCHAT_TABLES = (
+    "chatkit_feedback", "chatkit_attachments", "chatkit_items", "chatkit_threads",
+    "agent_messages", "agent_sessions", "tripchat_meta",
+)
+STREAMS_PER_CLIENT = 64
+"""Conversations sharing one httpx client: a huge pool costs the client O(n) per request."""
+HOLD_WAVE = 100
+"""Held streams opened per wave, each wave waiting for its first deltas."""
+WARMUP_CONVERSATIONS = 10
+VERIFY_PARALLEL = 16
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+MOCK_START_SECONDS = 20.0
+SYN_RETRY_SECONDS = 0.9
+"""A TCP connect slower than this waited for a SYN retransmit (the first comes after 1 s):
+the server's accept backlog was full."""
+
+
+# -- processes: CPU and memory from /proc --------------------------------------
+
+
+class ProcessGroup:
+    """Every process of one process group (a server and any children it forks)."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+
+    def pids(self) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if int(fields[2]) == self.pgid:
+                found.append(int(entry.name))
+        return found
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the group's live threads, to the nanosecond (schedstat)."""
+        total = 0
+        for pid in self.pids():
+            for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+                try:
+                    total += int(task.read_text().split()[0])
+                except (FileNotFoundError, ProcessLookupError, IndexError):
+                    continue
+        return total / 1e9
+
+    def cpu_ticks_seconds(self) -> float:
+        """utime+stime of the group (includes threads that have exited), 1/CLK_TCK steps."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / CLOCK_TICKS
+
+    async def settle(self, window: float = 0.5, busy: float = 0.03, limit: float = 60.0) -> float:
+        """Wait (at most `limit` s) until the group uses under `busy` of a core over `window`
+        s: start-up work (tripchat warms its travel data in a thread) must not be measured.
+        Returns the seconds waited."""
+        started = time.perf_counter()
+        last = self.cpu_seconds()
+        while time.perf_counter() - started < limit:
+            await asyncio.sleep(window)
+            now = self.cpu_seconds()
+            if now - last < busy * window:
+                break
+            last = now
+        return time.perf_counter() - started
+
+    def _status_kb(self, key: str) -> int:
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        return total
+
+    def rss_kb(self) -> int:
+        return self._status_kb("VmRSS")
+
+    def reset_peak(self) -> None:
+        """Start a new peak-RSS window (writes 5 to clear_refs; needs owning the process)."""
+        for pid in self.pids():
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                pass
+
+    def peak_kb(self) -> int:
+        return self._status_kb("VmHWM")
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard limit; children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+@contextmanager
+def openai_mock(tokens: int, delay: float, workdir: Path) -> Iterator[tuple[str, ProcessGroup]]:
+    """The mock in its own process group; yields its base URL. Always stopped by PID."""
+    log = (workdir / "openai-mock.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "openai_mock.py"), "--port", "0",
+         "--tokens", str(tokens), "--delay", str(delay)],
+        stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + MOCK_START_SECONDS
+        line = ""
+        while not line.startswith("OPENAI_BASE_URL=") and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+        if not line.startswith("OPENAI_BASE_URL="):
+            raise RuntimeError(f"the OpenAI mock did not start; see {log.name}")
+        yield line.strip().split("=", 1)[1], ProcessGroup(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+
+
+# -- the servers ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How to start one server under test."""
+
+    name: str
+    kind: str  # ceiling | reference | tripchat
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    db_url: str | None = None
+
+    @property
+    def chatkit(self) -> bool:
+        """True for servers that keep conversations (and so are read back)."""
+        return self.kind != "ceiling"
+
+    def primary(self, first_db: str | None) -> bool:
+        """The reference and the first tripchat backend: held open and profiled."""
+        return self.kind == "reference" or self.kind == "tripchat" and self.db_url == first_db
+
+
+def server_specs(args: argparse.Namespace, base_url: str, workdir: Path) -> list[ServerSpec]:
+    env = app_env(base_url, workdir / "unused.db", OPENAI_AGENTS_DISABLE_TRACING="true",
+                  CEILING_TOKENS=str(args.tokens))
+    python = sys.executable
+    specs = [
+        ServerSpec("ceiling", "ceiling",
+                   (python, str(ROOT / "bench" / "ceiling_app.py"), "--host", HOST,
+                    "--port", "{port}"), env),
+        ServerSpec("reference", "reference",
+                   (python, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"),
+                    "reference_app:app", "--host", HOST, "--port", "{port}"), env),
+    ]
+    serve = (python, "-m", "tripchat.cli", "serve", "--host", HOST, "--port", "{port}")
+    for backend in args.backends:
+        url = f"sqlite:///{workdir / 'tripchat.db'}" if backend == "sqlite" else args.pg_url
+        specs.append(ServerSpec(f"tripchat-{backend}", "tripchat", serve,
+                                {**env, "CHATKIT_DB_URL": url}, url))
+    return [spec for spec in specs if spec.kind in args.servers]
+
+
+async def empty_postgres(url: str) -> None:
+    """Drop tripchat's tables so the server creates them afresh."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"DROP TABLE IF EXISTS {', '.join(TRIPCHAT_TABLES)} CASCADE")
+    finally:
+        await conn.close()
+
+
+# -- the client -------------------------------------------------------------------
+
+
+@dataclass
+class TurnResult:
+    """One streamed turn as the client saw it."""
+
+    ok: bool
+    ttfe: float | None = None
+    ttft: float | None = None
+    events: int = 0
+    thread_id: str | None = None
+    text: str = ""
+    error: str | None = None
+    connect: float | None = None
+    """Seconds the TCP connect took, when this turn opened a new connection."""
+
+
+@dataclass
+class Conversation:
+    """A conversation the client had: what it sent and what it got, to read back later."""
+
+    user: str
+    thread_id: str | None = None
+    exchanges: list[tuple[str, str]] = field(default_factory=list)
+
+
+class SSEFrames:
+    """Splits SSE bytes into `data:` payloads."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buffer += chunk
+        *frames, self._buffer = self._buffer.split(b"\n\n")
+        return [frame[6:] for frame in frames if frame.startswith(b"data: ")]
+
+
+async def run_turn(
+    client: httpx.AsyncClient, url: str, user: str, body: dict[str, Any], expected: str | None,
+    on_first_delta: Callable[[], None] | None = None,
+) -> TurnResult:
+    """POST one streaming request and read the stream to its end."""
+    result = TurnResult(ok=False)
+    started = time.perf_counter()
+
+    async def trace(name: str, info: dict[str, Any]) -> None:
+        if name == "connection.connect_tcp.started":
+            result.connect = time.perf_counter()
+        elif name == "connection.connect_tcp.complete" and result.connect is not None:
+            result.connect = time.perf_counter() - result.connect
+
+    try:
+        async with client.stream("POST", url, content=encode(body), extensions={"trace": trace},
+                                 headers={"X-User-Id": user}) as response:
+            if response.status_code != 200:
+                await response.aread()
+                result.error = f"HTTP {response.status_code}"
+                return result
+            frames = SSEFrames()
+            async for chunk in response.aiter_raw():
+                for payload in frames.feed(chunk):
+                    _on_event(result, json.loads(payload), time.perf_counter() - started,
+                              on_first_delta)
+    except (httpx.HTTPError, ValueError) as exc:
+        result.error = type(exc).__name__
+        return result
+    if result.error is None and (expected is None and not result.text or
+                                 expected is not None and result.text != expected):
+        result.error = "missing text"
+    result.ok = result.error is None
+    return result
+
+
+def _on_event(result: TurnResult, event: dict[str, Any], elapsed: float,
+              on_first_delta: Callable[[], None] | None) -> None:
+    result.events += 1
+    if result.ttfe is None:
+        result.ttfe = elapsed
+    kind = event.get("type")
+    if kind == "thread.created":
+        result.thread_id = event["thread"]["id"]
+    elif kind == "thread.item.updated" and event["update"]["type"] == TEXT_DELTA:
+        if result.ttft is None:
+            result.ttft = elapsed
+            if on_first_delta is not None:
+                on_first_delta()
+        result.text += event["update"]["delta"]
+    elif kind == "error":
+        result.error = f"error event: {event.get('message', event.get('code'))}"[:80]
+
+
+async def converse(
+    client: httpx.AsyncClient, url: str, conversation: Conversation, texts: Sequence[str],
+    expected: str | None, results: list[TurnResult],
+) -> None:
+    """One conversation: threads.create, then add_user_message for each further text."""
+    for text in texts:
+        if conversation.thread_id is None:
+            body = create_thread(text)
+        else:
+            body = add_message(conversation.thread_id, text)
+        turn = await run_turn(client, url, conversation.user, body, expected)
+        results.append(turn)
+        conversation.thread_id = conversation.thread_id or turn.thread_id
+        if conversation.thread_id is None:
+            return  # no thread to continue: the rest of this conversation is lost anyway
+        conversation.exchanges.append((text, turn.text))
+
+
+def clients(count: int, timeout: float) -> list[httpx.AsyncClient]:
+    """Enough HTTP/1.1 clients for `count` concurrent streams, each with a fitting pool."""
+    per_client = min(count, STREAMS_PER_CLIENT)
+    limits = httpx.Limits(max_connections=per_client + 4, max_keepalive_connections=per_client + 4)
+    return [
+        httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout, connect=30.0),
+                          trust_env=False)
+        for _ in range(math.ceil(count / per_client))
+    ]
+
+
+# -- phases --------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """One server x concurrency measurement (one round, or rounds merged)."""
+
+    server: str
+    concurrency: int
+    turns: int
+    seconds: float
+    ttfe_ms: list[float]
+    ttft_ms: list[float]
+    events: int
+    errors: int
+    error_kinds: dict[str, int]
+    peak_rss_mb: float
+    cpu_s: float
+    cpu_ticks_s: float
+    mock_cpu_s: float
+    client_cpu_s: float
+    slow_connects: int
+    rounds_cpu_ms: list[float] = field(default_factory=list)
+
+    @property
+    def turns_per_s(self) -> float:
+        return self.turns / self.seconds
+
+    @property
+    def cpu_ms_per_turn(self) -> float:
+        return 1000 * self.cpu_s / max(self.turns, 1)
+
+    @classmethod
+    def merge(cls, rounds: Sequence[Phase]) -> Phase:
+        """The rounds as one phase: sums, pooled latencies, the highest peak."""
+        kinds: dict[str, int] = {}
+        for one in rounds:
+            for kind, count in one.error_kinds.items():
+                kinds[kind] = kinds.get(kind, 0) + count
+        return cls(
+            server=rounds[0].server, concurrency=rounds[0].concurrency,
+            turns=sum(r.turns for r in rounds), seconds=sum(r.seconds for r in rounds),
+            ttfe_ms=[x for r in rounds for x in r.ttfe_ms],
+            ttft_ms=[x for r in rounds for x in r.ttft_ms],
+            events=sum(r.events for r in rounds), errors=sum(r.errors for r in rounds),
+            error_kinds=kinds, peak_rss_mb=max(r.peak_rss_mb for r in rounds),
+            cpu_s=sum(r.cpu_s for r in rounds), cpu_ticks_s=sum(r.cpu_ticks_s for r in rounds),
+            mock_cpu_s=sum(r.mock_cpu_s for r in rounds),
+            client_cpu_s=sum(r.client_cpu_s for r in rounds),
+            slow_connects=sum(r.slow_connects for r in rounds),
+            rounds_cpu_ms=[r.cpu_ms_per_turn for r in rounds],
+        )
+
+
+@dataclass
+class Meters:
+    """Server (precise and in ticks), mock and client CPU seconds, read together."""
+
+    server: ProcessGroup
+    mock: ProcessGroup
+
+    def read(self) -> tuple[float, float, float, float]:
+        return (self.server.cpu_seconds(), self.server.cpu_ticks_seconds(),
+                self.mock.cpu_seconds(), time.process_time())
+
+
+@dataclass
+class Target:
+    """A running server the client talks to."""
+
+    name: str
+    url: str
+    meters: Meters
+    expected: str
+    conversations: list[Conversation] = field(default_factory=list)
+
+
+async def run_phase(
+    target: Target, concurrency: int, count: int, turns: int, tag: str
+) -> Phase:
+    """`count` conversations of `turns` turns, `concurrency` of them at any moment."""
+    pool = clients(concurrency, 120.0)
+    convs = [Conversation(f"bench-{tag}-{i}") for i in range(count)]
+    todo = iter(enumerate(convs))
+    results: list[TurnResult] = []
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for i, conv in todo:  # one shared iterator: each worker takes the next conversation
+            texts = [f"Plan a trip ({tag}, conversation {i}, turn {t})" for t in range(turns)]
+            await converse(client, target.url, conv, texts, target.expected, results)
+
+    meters = target.meters
+    meters.server.reset_peak()
+    before = meters.read()
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(pool[w % len(pool)]) for w in range(concurrency)))
+    finally:
+        await asyncio.gather(*(client.aclose() for client in pool))
+    seconds = time.perf_counter() - started
+    after = meters.read()
+    target.conversations.extend(convs)
+    error_kinds: dict[str, int] = {}
+    for turn in results:
+        if turn.error:
+            error_kinds[turn.error] = error_kinds.get(turn.error, 0) + 1
+    if count * turns > len(results):
+        error_kinds["turns never sent"] = count * turns - len(results)
+    return Phase(
+        server=target.name, concurrency=concurrency, turns=len(results), seconds=seconds,
+        ttfe_ms=[1000 * r.ttfe for r in results if r.ttfe is not None],
+        ttft_ms=[1000 * r.ttft for r in results if r.ttft is not None],
+        events=sum(r.events for r in results), errors=sum(error_kinds.values()),
+        error_kinds=error_kinds, peak_rss_mb=meters.server.peak_kb() / 1024,
+        cpu_s=after[0] - before[0], cpu_ticks_s=after[1] - before[1],
+        mock_cpu_s=after[2] - before[2], client_cpu_s=after[3] - before[3],
+        slow_connects=slow_connects(results),
+    )
+
+
+def slow_connects(results: Sequence[TurnResult]) -> int:
+    """Turns whose new connection waited for a SYN retransmit."""
+    return sum(r.connect is not None and r.connect > SYN_RETRY_SECONDS for r in results)
+
+
+def conversations_per_round(args: argparse.Namespace, concurrency: int) -> int:
+    """Enough conversations for --min-turns over all rounds, a whole multiple of C."""
+    wanted = math.ceil(args.min_turns / (args.rounds * args.turns))
+    return int(concurrency * max(1, math.ceil(wanted / concurrency)))
+
+
+@dataclass
+class Hold:
+    """RSS with `streams` replies held open at once."""
+
+    server: str
+    streams: int
+    open_at_sample: int
+    ramp_seconds: float
+    rss_before_mb: float
+    rss_holding_mb: float
+    rss_after_mb: float
+    errors: int
+    cpu_ms_per_stream: float
+    slow_connects: int
+
+    @property
+    def kb_per_stream(self) -> float:
+        return 1024 * (self.rss_holding_mb - self.rss_before_mb) / max(self.open_at_sample, 1)
+
+
+async def hold_streams(target: Target, streams: int, seconds: float) -> Hold:
+    """Open `streams` replies that pause `seconds` after their first delta; sample RSS."""
+    group = target.meters.server
+    await group.settle()
+    rss_before = group.rss_kb()
+    cpu_before = group.cpu_seconds()
+    pool = clients(streams, seconds + 120.0)
+    opened = asyncio.Semaphore(0)
+    open_now = [0]
+
+    def first_delta() -> None:
+        open_now[0] += 1
+        opened.release()
+
+    async def one(i: int) -> TurnResult:
+        conv = Conversation(f"bench-hold-{i}")
+        text = f"hold {i} [tokens 2] [delay {seconds}]"
+        result = await run_turn(pool[i % len(pool)], target.url, conv.user,
+                                create_thread(text), "w0 w1 ", first_delta)
+        if result.ttft is not None:
+            open_now[0] -= 1
+        else:
+            opened.release()  # never opened: do not keep the wave waiting
+        conv.thread_id = result.thread_id
+        conv.exchanges.append((text, result.text))
+        target.conversations.append(conv)
+        return result
+
+    started = time.perf_counter()
+    tasks: list[asyncio.Task[TurnResult]] = []
+    try:
+        for wave in range(0, streams, HOLD_WAVE):
+            size = min(HOLD_WAVE, streams - wave)
+            tasks += [asyncio.create_task(one(i)) for i in range(wave, wave + size)]
+            for _ in range(size):
+                await asyncio.wait_for(opened.acquire(), seconds + 60)
+        ramp = time.perf_counter() - started
+        samples = []
+        for _ in range(5):
+            samples.append((group.rss_kb(), open_now[0]))
+            await asyncio.sleep(0.2)
+        rss_holding, open_at_sample = max(samples)
+        results = await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(client.aclose() for client in pool))
+    await asyncio.sleep(1.0)
+    return Hold(
+        server=target.name, streams=streams, open_at_sample=open_at_sample, ramp_seconds=ramp,
+        rss_before_mb=rss_before / 1024, rss_holding_mb=rss_holding / 1024,
+        rss_after_mb=group.rss_kb() / 1024, errors=sum(not r.ok for r in results),
+        cpu_ms_per_stream=1000 * (group.cpu_seconds() - cpu_before) / streams,
+        slow_connects=slow_connects(results),
+    )
+
+
+@dataclass
+class Burst:
+    """`connects` TCP connects at once to an idle server."""
+
+    server: str
+    connects: int
+    failed: int
+    retried: int
+    p50_ms: float
+    max_ms: float
+
+
+async def connect_burst(target: Target, count: int) -> Burst:
+    """Open `count` connections at once, then close them: those slower than a SYN
+    retransmit found the server's accept backlog full."""
+    where = urlsplit(target.url)
+
+    async def one() -> tuple[float, asyncio.StreamWriter]:
+        started = time.perf_counter()
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(where.hostname, where.port), 30.0
+        )
+        return time.perf_counter() - started, writer
+
+    results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+    opened = [r for r in results if isinstance(r, tuple)]
+    for _, writer in opened:
+        writer.close()
+    times = [1000 * seconds for seconds, _ in opened]
+    await asyncio.sleep(1.0)
+    return Burst(target.name, count, count - len(opened),
+                 sum(t > 1000 * SYN_RETRY_SECONDS for t in times), pct(times, 50), max(times))
+
+
+async def read_back(target: Target) -> list[str]:
+    """Every conversation's messages, read back with items.list; returns what is missing."""
+    problems: list[str] = []
+    gate = asyncio.Semaphore(VERIFY_PARALLEL)
+    async with httpx.AsyncClient(timeout=60.0, trust_env=False,
+                                 limits=httpx.Limits(max_connections=VERIFY_PARALLEL)) as client:
+
+        async def check(conv: Conversation) -> None:
+            if conv.thread_id is None:
+                problems.append(f"{conv.user}: no thread was created")
+                return
+            expected = [pair for text, reply in conv.exchanges
+                        for pair in (("user_message", text), ("assistant_message", reply))]
+            async with gate:
+                response = await client.post(
+                    target.url, content=encode(list_items(conv.thread_id, 100)),
+                    headers={"X-User-Id": conv.user},
+                )
+            if response.status_code != 200:
+                problems.append(f"{conv.thread_id}: items.list HTTP {response.status_code}")
+                return
+            got = message_texts(response.json()["data"])
+            if got != expected:
+                problems.append(f"{conv.thread_id}: stored {len(got)} messages, "
+                                f"expected {len(expected)}")
+
+        await asyncio.gather(*(check(conv) for conv in target.conversations))
+    return problems
+
+
+# -- profiling -------------------------------------------------------------------------
+
+
+async def profiled(target: Target, args: argparse.Namespace) -> str:
+    """py-spy on C=10 rounds, twice (raw stacks, then a flamegraph); the raw summarised.
+
+    `--gil` samples only the thread holding the GIL: Python CPU time, not idle threads.
+    The raw recording adds `--native`, so time in the cyclic garbage collector shows as
+    such instead of being blamed on whatever line allocated when a collection started."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    outdir: Path = args.profile
+    outdir.mkdir(parents=True, exist_ok=True)
+    for fmt, suffix, extra in (("raw", "txt", ["--native"]), ("flamegraph", "svg", [])):
+        recorder = await asyncio.create_subprocess_exec(
+            str(py_spy), "record", "--pid", str(target.meters.server.pgid), "--gil", *extra,
+            "--rate", "250", "--format", fmt, "-o", str(outdir / f"{target.name}.{suffix}"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            await asyncio.sleep(1.0)
+            for r in range(args.profile_rounds):
+                await run_phase(target, 10, 10, args.turns, f"{target.name}-{fmt}-{r}")
+        finally:
+            recorder.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(recorder.wait(), 30)
+            except TimeoutError:
+                recorder.kill()
+                await recorder.wait()
+    return summarise(outdir / f"{target.name}.txt")
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+@dataclass
+class ServerRun:
+    """Everything measured for one server."""
+
+    spec: ServerSpec
+    rounds: dict[int, list[Phase]] = field(default_factory=dict)
+    burst: Burst | None = None
+    hold: Hold | None = None
+    lost: list[str] = field(default_factory=list)
+    verified: int = 0
+    profile: str | None = None
+
+    @property
+    def phases(self) -> list[Phase]:
+        """One merged phase per concurrency level."""
+        return [Phase.merge(rounds) for rounds in self.rounds.values()]
+
+
+async def bench_servers(
+    specs: list[ServerSpec], args: argparse.Namespace, mock: ProcessGroup, workdir: Path
+) -> list[ServerRun]:
+    """Start every server, interleave their phases round by round, then hold and read back.
+
+    Interleaving (with the order rotated each round) spreads the shared machine's noise
+    over all servers alike instead of loading it onto whichever ran at a bad moment.
+    """
+    runs = [ServerRun(spec) for spec in specs]
+    expected = "".join(f"w{i} " for i in range(args.tokens))
+    with ExitStack() as stack:
+        targets = []
+        for spec in specs:
+            if spec.db_url and spec.db_url.startswith("postgres"):
+                await empty_postgres(spec.db_url)
+            server = stack.enter_context(
+                ServerProcess(spec.env, list(spec.argv), workdir=workdir, name=spec.name)
+            )
+            meters = Meters(ProcessGroup(server.pid), mock)
+            targets.append(Target(spec.name, f"{server.url}/chatkit", meters, expected))
+        for target in targets:
+            await target.meters.server.settle()
+            await run_phase(target, WARMUP_CONVERSATIONS, WARMUP_CONVERSATIONS, args.turns,
+                            f"{target.name}-warmup")
+            waited = await target.meters.server.settle()
+            _progress(f"{target.name}: warmed up, idle after {waited:.1f}s")
+        for run, target in zip(runs, targets):
+            if args.burst:
+                run.burst = await connect_burst(target, args.burst)
+                await target.meters.server.settle()
+        for concurrency in args.concurrency:
+            count = conversations_per_round(args, concurrency)
+            for r in range(args.rounds):
+                for i in range(len(runs)):
+                    run, target = runs[(i + r) % len(runs)], targets[(i + r) % len(runs)]
+                    phase = await run_phase(target, concurrency, count, args.turns,
+                                            f"{target.name}-c{concurrency}-r{r}")
+                    run.rounds.setdefault(concurrency, []).append(phase)
+                    _progress(f"{target.name} C={concurrency} round {r}: "
+                              f"{phase.turns_per_s:.1f} turns/s, "
+                              f"{phase.cpu_ms_per_turn:.1f} CPU ms/turn, {phase.errors} errors")
+        for run, target in zip(runs, targets):
+            if not run.spec.primary(args.first_db):
+                continue
+            if args.profile:
+                run.profile = await profiled(target, args)
+            if args.hold:
+                run.hold = await hold_streams(target, args.hold, args.hold_seconds)
+                _progress(f"{target.name} hold: {run.hold.kb_per_stream:.0f} KB/stream")
+        for run, target in zip(runs, targets):
+            if run.spec.chatkit:
+                run.lost = await read_back(target)
+                run.verified = len(target.conversations)
+    return runs
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+# -- the report -------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def _f(value: float, digits: int = 0) -> str:
+    return "-" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def results_table(runs: list[ServerRun]) -> str:
+    head = ("| server | C | ttfe p50 | p95 | p99 | ttft p50 | p95 | p99 | turns/s | events/s "
+            "| errors | peak RSS MB | CPU ms/turn |")
+    lines = [head, "|" + "---|" * 2 + "---:|" * 11]
+    for run in runs:
+        for p in run.phases:
+            lines.append(
+                f"| {p.server} | {p.concurrency} | "
+                + " | ".join(_f(pct(p.ttfe_ms, q)) for q in (50, 95, 99)) + " | "
+                + " | ".join(_f(pct(p.ttft_ms, q)) for q in (50, 95, 99))
+                + f" | {_f(p.turns_per_s, 1)} | {_f(p.events / p.seconds)} | {p.errors} "
+                f"| {_f(p.peak_rss_mb)} | {_f(p.cpu_ms_per_turn, 1)} |"
+            )
+    return "\n".join(lines)
+
+
+def ratio_table(runs: list[ServerRun]) -> str:
+    by_name = {run.spec.name: {p.concurrency: p for p in run.phases} for run in runs}
+    lines = ["| tripchat | vs | C | turns/s ratio | CPU/turn ratio | p99 TTFT ratio |",
+             "|---|---|---:|---:|---:|---:|"]
+    for run in runs:
+        if run.spec.kind != "tripchat":
+            continue
+        for other in ("reference", "ceiling"):
+            for c, mine in by_name[run.spec.name].items():
+                base = by_name.get(other, {}).get(c)
+                if base is None:
+                    continue
+                lines.append(
+                    f"| {run.spec.name} | {other} | {c} | "
+                    f"{_ratio(mine.turns_per_s, base.turns_per_s)} | "
+                    f"{_ratio(mine.cpu_ms_per_turn, base.cpu_ms_per_turn)} | "
+                    f"{_ratio(pct(mine.ttft_ms, 99), pct(base.ttft_ms, 99))} |"
+                )
+    return "\n".join(lines)
+
+
+def _ratio(a: float, b: float) -> str:
+    return "-" if not b or math.isnan(a) or math.isnan(b) else f"{a / b:.2f}x"
+
+
+def context_table(runs: list[ServerRun]) -> str:
+    lines = [("| server | C | turns | wall s | server CPU s (ticks) | CPU ms/turn by round "
+              "| mock CPU ms/turn | client CPU ms/turn | connects > 0.9 s | error kinds |"),
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+    for run in runs:
+        for p in run.phases:
+            per = 1000 / max(p.turns, 1)
+            lines.append(
+                f"| {p.server} | {p.concurrency} | {p.turns} | {p.seconds:.2f} | "
+                f"{p.cpu_s:.2f} ({p.cpu_ticks_s:.2f}) | "
+                f"{' / '.join(f'{x:.1f}' for x in p.rounds_cpu_ms)} | {p.mock_cpu_s * per:.1f} | "
+                f"{p.client_cpu_s * per:.1f} | {p.slow_connects} | "
+                f"{', '.join(f'{k}: {v}' for k, v in p.error_kinds.items()) or '-'} |"
+            )
+    return "\n".join(lines)
+
+
+def burst_table(runs: list[ServerRun]) -> str:
+    lines = ["| server | connects | failed | waited for a SYN retransmit | p50 ms | max ms |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for run in runs:
+        b = run.burst
+        if b is not None:
+            lines.append(f"| {b.server} | {b.connects} | {b.failed} | {b.retried} | "
+                         f"{_f(b.p50_ms, 1)} | {_f(b.max_ms)} |")
+    return "\n".join(lines)
+
+
+def hold_table(runs: list[ServerRun]) -> str:
+    lines = [("| server | streams | open at sample | ramp s | RSS before MB | RSS holding MB "
+              "| RSS after MB | KB/stream | CPU ms/stream | errors | connects > 0.9 s |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for run in runs:
+        h = run.hold
+        if h is not None:
+            lines.append(
+                f"| {h.server} | {h.streams} | {h.open_at_sample} | {h.ramp_seconds:.1f} | "
+                f"{h.rss_before_mb:.0f} | {h.rss_holding_mb:.0f} | {h.rss_after_mb:.0f} | "
+                f"{h.kb_per_stream:.0f} | {h.cpu_ms_per_stream:.1f} | {h.errors} | "
+                f"{h.slow_connects} |"
+            )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith("model name")), platform.processor() or "?")
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return (f"{len(os.sched_getaffinity(0))} CPUs ({os.cpu_count()} online), {model}, "
+            f"{mem_kb / 1024 / 1024:.1f} GiB RAM, Linux {platform.release()}, "
+            f"load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+            f"Python {platform.python_version()}; " + ", ".join(versions))
+
+
+def report(runs: list[ServerRun], args: argparse.Namespace, seconds: float) -> str:
+    parts = [
+        "## Machine", f"{machine()}; RLIMIT_NOFILE for the servers: {args.nofile}", "",
+        "## Command", "`" + " ".join([Path(sys.executable).name, *sys.argv]) + "`",
+        (f"(C in {args.concurrency}; conversations of {args.turns} turns, at least "
+         f"{args.min_turns} turns per server and C in {args.rounds} interleaved rounds; mock "
+         f"{args.tokens} deltas/reply, {args.delay}s between deltas; took {seconds:.0f}s)"), "",
+        "## Turns", results_table(runs), "",
+        "## Ratios", ratio_table(runs), "",
+        "## Context (mock and client CPU share the 2 cores)", context_table(runs), "",
+    ]
+    if any(run.burst for run in runs):
+        parts += [f"## {args.burst} TCP connects at once (idle servers)", burst_table(runs), ""]
+    if any(run.hold for run in runs):
+        parts += [f"## {args.hold} streams held open ([tokens 2] [delay {args.hold_seconds}])",
+                  hold_table(runs), ""]
+    parts.append("## Read back")
+    for run in runs:
+        if run.spec.chatkit:
+            state = "all stored" if not run.lost else f"{len(run.lost)} with problems: " + \
+                "; ".join(run.lost[:5])
+            parts.append(f"- {run.spec.name}: {run.verified} conversations read back, {state}")
+    for run in runs:
+        if run.profile:
+            parts += ["", f"## Profile: {run.spec.name} (C=10 x {args.profile_rounds} rounds)",
+                      run.profile]
+    return "\n".join(parts)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", default="1,10,100",
+                        type=lambda s: [int(x) for x in s.split(",") if x])
+    parser.add_argument("--turns", type=int, default=3, help="turns per conversation")
+    parser.add_argument("--min-turns", type=int, default=300,
+                        help="turns per server and C, over all rounds (C=1 runs conversations "
+                        "one after another until there are this many)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds per C (servers take turns, order rotating)")
+    parser.add_argument("--tokens", type=int, default=20)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--hold", type=int, default=1000, help="streams held open; 0 skips")
+    parser.add_argument("--hold-seconds", type=float, default=30.0)
+    parser.add_argument("--burst", type=int, default=1000,
+                        help="TCP connects opened at once per server (accept backlog); 0 skips")
+    parser.add_argument("--backends", default="sqlite", type=lambda s: s.split(","))
+    parser.add_argument("--pg-url", help="PostgreSQL URL for --backends postgres")
+    parser.add_argument("--servers", default="ceiling,reference,tripchat",
+                        type=lambda s: s.split(","))
+    parser.add_argument("--profile", type=Path, help="record py-spy profiles into this dir")
+    parser.add_argument("--profile-rounds", type=int, default=15)
+    parser.add_argument("--json", type=Path, help="also write every measurement here")
+    args = parser.parse_args(argv)
+    if "postgres" in args.backends and not args.pg_url:
+        parser.error("--backends postgres needs --pg-url")
+    if not set(args.backends) <= {"sqlite", "postgres"}:
+        parser.error("--backends takes sqlite and/or postgres")
+    return args
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    args.nofile = raise_fd_limit()
+    with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
+        workdir = Path(tmp)
+        with openai_mock(args.tokens, args.delay, workdir) as (base_url, mock):
+            specs = server_specs(args, base_url, workdir)
+            args.first_db = next((s.db_url for s in specs if s.kind == "tripchat"), None)
+            runs = await bench_servers(specs, args, mock, workdir)
+    print(report(runs, args, time.perf_counter() - started))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(run) for run in runs], indent=1, default=str))
+    return 1 if any(run.lost or any(p.errors for p in run.phases) for run in runs) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(main_async(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
