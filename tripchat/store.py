@@ -444,7 +444,7 @@ class SQLStore(Store[HasUserId], ABC):
 
     async def _cursor(self, after: str | None, order: str, sql: str, *args: Any) -> int:
         """The sequence number a page starts after; an unknown cursor is not found."""
-        if after is None:
+        if not after:  # None, or the empty cursor of a last page sent back
             return 0 if order == "asc" else MAX_ID
         row = await self._fetchone(sql, *args)
         if row is None:
