@@ -30,7 +30,7 @@ from starlette.routing import Route
 from .agent import configure_tracing, create_trip_planner_agent, openai_client
 from .config import ConfigError, Settings
 from .context import RequestContext
-from .server import RequestError, TripPlannerServer
+from .server import RequestError, TripPlannerServer, ignore_sdk_leftovers
 from .store import open_store
 from .tools import preload
 
@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         configure_tracing(settings)
+        ignore_sdk_leftovers(asyncio.get_running_loop())
         if settings.needs_api_key:
             logger.warning("OPENAI_API_KEY is not set: every reply will fail until it is")
         store = await open_store(settings.db_url, pool_size=settings.db_pool_size)

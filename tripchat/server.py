@@ -468,6 +468,28 @@ async def _real_ids(
         yield event
 
 
+def ignore_sdk_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep a cancelled stream's leftovers out of the error log.
+
+    When a reply is cancelled, `chatkit.agents._merge_generators` abandons its two
+    `__anext__` tasks: one ends in `StopAsyncIteration` nobody retrieves, the other is
+    destroyed pending. Both are harmless; each would log an ERROR with a traceback.
+    """
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        task = context.get("task") or context.get("future")
+        leftover = isinstance(context.get("exception"), StopAsyncIteration) or (
+            isinstance(task, asyncio.Task)
+            and getattr(task.get_coro(), "__qualname__", "") == "_AsyncQueueIterator.__anext__"
+        )
+        if leftover:
+            logger.debug("dropped a cancelled stream's leftover task: %s", context.get("message"))
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 def _text_of(item: UserMessageItem) -> str:
     return " ".join(part.text for part in item.content if isinstance(part, UserMessageTextContent))
 
