@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from agents import SQLiteSession
 
 from openai_mock import OpenAIMock
 
@@ -110,6 +112,11 @@ def test_a_conversation_resumes_from_its_session_id(
             "SELECT COUNT(*) FROM agent_messages WHERE session_id = ?", (session_id,)
         ).fetchone()
     assert count == 4  # two user messages and two replies
+
+    # The rows are the Agents SDK's own: its SQLiteSession reads the same conversation.
+    sdk_items = asyncio.run(SQLiteSession(session_id, db_path).get_items())
+    assert [item.get("role") for item in sdk_items] == ["user", "assistant", "user", "assistant"]
+    assert "hello [tokens 2]" in json.dumps(sdk_items[0])
 
 
 def test_missing_api_key_is_one_line(base_env: dict[str, str], tmp_path: Path) -> None:
