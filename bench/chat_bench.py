@@ -2,7 +2,7 @@
 
     python bench/chat_bench.py [--concurrency 1,10,100] [--turns 3] [--min-turns 300]
         [--rounds 3] [--tokens 20] [--delay 0] [--hold 1000] [--hold-seconds 30]
-        [--backends sqlite[,postgres]] [--pg-url postgresql://...]
+        [--backends sqlite[,postgres]] [--pg-url postgresql://...] [--processes 1[,2]]
         [--burst 1000] [--servers ceiling,reference,tripchat] [--profile bench/profiles]
         [--json out.json]
 
@@ -15,6 +15,11 @@ server as its own process (own process group) on 127.0.0.1:
               an in-memory store and the same agent, pointed at the same mock.
 * tripchat  - `python -m tripchat.cli serve` (the Procfile's command) on a SQLite file,
               and with `--backends postgres` on `--pg-url` (its tables dropped first).
+              `--processes 1,2` adds tripchat-<backend>-x2: two `serve` processes on two
+              ports sharing one database (its own SQLite file, or a fresh database
+              `<name>_x2` next to --pg-url's); each conversation's turns go round-robin
+              over the processes (offset by conversation), CPU and peak RSS are summed
+              over both process groups, and read-back also goes round-robin.
 
 Each server is left to finish its start-up work, warmed up, and left idle again. Then, for
 each C, the servers take turns (order rotated every round, `--rounds` rounds, so the
@@ -23,7 +28,8 @@ shared machine's noise falls on all alike): C workers run conversations of T tur
 done. The client measures time to first SSE event and to first text delta, turns/s,
 events/s and errors (non-200, `error` events, wrong text); /proc gives the server's peak
 RSS (VmHWM, reset per phase) and CPU seconds per turn (every thread of every process in
-its group). Then `--hold` streams are held open at once against the reference and the
+its group). On PostgreSQL the cluster's own CPU (the postmaster and its children, found
+through pg_backend_pid()) is reported apart, when the cluster runs on this machine. Then `--hold` streams are held open at once against the reference and the
 first tripchat backend (replies `[tokens 2] [delay S]`: one delta, then S seconds of
 silence; opened in waves of 100) for RSS per open stream. Before the phases, `--burst`
 TCP connects are opened at once against each idle server: a connect that needs a SYN
@@ -102,10 +108,12 @@ the server's accept backlog was full."""
 
 
 class ProcessGroup:
-    """Every process of one process group (a server and any children it forks)."""
+    """Every process of one or more process groups (a server and any children it forks;
+    several for a multi-process server: CPU and RSS are then summed over all of them)."""
 
-    def __init__(self, pgid: int) -> None:
-        self.pgid = pgid
+    def __init__(self, *pgids: int) -> None:
+        self.pgid = pgids[0]
+        self.pgids = frozenset(pgids)
 
     def pids(self) -> list[int]:
         found = []
@@ -116,7 +124,7 @@ class ProcessGroup:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except (FileNotFoundError, ProcessLookupError, IndexError):
                 continue
-            if int(fields[2]) == self.pgid:
+            if int(fields[2]) in self.pgids:
                 found.append(int(entry.name))
         return found
 
@@ -232,6 +240,8 @@ class ServerSpec:
     argv: tuple[str, ...]
     env: dict[str, str]
     db_url: str | None = None
+    processes: int = 1
+    """`serve` processes on separate ports sharing db_url; turns go round-robin over them."""
 
     @property
     def chatkit(self) -> bool:
@@ -241,6 +251,12 @@ class ServerSpec:
     def primary(self, first_db: str | None) -> bool:
         """The reference and the first tripchat backend: held open and profiled."""
         return self.kind == "reference" or self.kind == "tripchat" and self.db_url == first_db
+
+
+def _pg_sibling(url: str, suffix: str) -> str:
+    """The same cluster's URL with the database name suffixed."""
+    parts = urlsplit(url)
+    return parts._replace(path=parts.path.rstrip("/") + suffix).geturl()
 
 
 def server_specs(args: argparse.Namespace, base_url: str, workdir: Path) -> list[ServerSpec]:
@@ -257,19 +273,69 @@ def server_specs(args: argparse.Namespace, base_url: str, workdir: Path) -> list
     ]
     serve = (python, "-m", "tripchat.cli", "serve", "--host", HOST, "--port", "{port}")
     for backend in args.backends:
-        url = f"sqlite:///{workdir / 'tripchat.db'}" if backend == "sqlite" else args.pg_url
-        specs.append(ServerSpec(f"tripchat-{backend}", "tripchat", serve,
-                                {**env, "CHATKIT_DB_URL": url}, url))
+        for n in args.processes:
+            suffix = "" if n == 1 else f"-x{n}"
+            if backend == "sqlite":
+                url = f"sqlite:///{workdir / f'tripchat{suffix}.db'}"
+            else:
+                url = args.pg_url if n == 1 else _pg_sibling(args.pg_url, suffix.replace("-", "_"))
+            specs.append(ServerSpec(f"tripchat-{backend}{suffix}", "tripchat", serve,
+                                    {**env, "CHATKIT_DB_URL": url}, url, n))
     return [spec for spec in specs if spec.kind in args.servers]
 
 
-async def empty_postgres(url: str) -> None:
-    """Drop tripchat's tables so the server creates them afresh."""
+async def empty_postgres(url: str, admin_url: str) -> None:
+    """Drop tripchat's tables so the server creates them afresh; a database other than
+    admin_url's is created (through admin_url) when it does not exist yet."""
+    name = urlsplit(url).path.lstrip("/")
+    if url != admin_url:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(f"DROP TABLE IF EXISTS {', '.join(TRIPCHAT_TABLES)} CASCADE")
     finally:
         await conn.close()
+
+
+class Cluster(ProcessGroup):
+    """A local PostgreSQL cluster: the postmaster and its children (each of which is a
+    session leader of its own, so a process group does not cover them)."""
+
+    def __init__(self, postmaster: int) -> None:
+        super().__init__(postmaster)
+
+    def pids(self) -> list[int]:
+        found = [self.pgid]
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if int(fields[1]) == self.pgid:
+                found.append(int(entry.name))
+        return found
+
+
+async def postgres_cluster(url: str) -> Cluster | None:
+    """The cluster's processes, found from a live backend's parent; None when the backend
+    is not in this machine's /proc (a remote cluster)."""
+    conn = await asyncpg.connect(url)
+    try:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+    finally:
+        await conn.close()
+    return Cluster(int(fields[1]))
 
 
 # -- the client -------------------------------------------------------------------
@@ -366,15 +432,18 @@ def _on_event(result: TurnResult, event: dict[str, Any], elapsed: float,
 
 
 async def converse(
-    client: httpx.AsyncClient, url: str, conversation: Conversation, texts: Sequence[str],
-    expected: str | None, results: list[TurnResult],
+    client: httpx.AsyncClient, urls: Sequence[str], conversation: Conversation,
+    texts: Sequence[str], expected: str | None, results: list[TurnResult], offset: int = 0,
 ) -> None:
-    """One conversation: threads.create, then add_user_message for each further text."""
-    for text in texts:
+    """One conversation: threads.create, then add_user_message for each further text.
+    Turn t goes to urls[(offset + t) % len(urls)]: with several server processes the
+    conversation moves between them (its state is in the shared database)."""
+    for t, text in enumerate(texts):
         if conversation.thread_id is None:
             body = create_thread(text)
         else:
             body = add_message(conversation.thread_id, text)
+        url = urls[(offset + t) % len(urls)]
         turn = await run_turn(client, url, conversation.user, body, expected)
         results.append(turn)
         conversation.thread_id = conversation.thread_id or turn.thread_id
@@ -417,6 +486,8 @@ class Phase:
     client_cpu_s: float
     slow_connects: int
     rounds_cpu_ms: list[float] = field(default_factory=list)
+    db_cpu_s: float = math.nan
+    """CPU of the PostgreSQL cluster's processes (NaN: SQLite, or not measurable)."""
 
     @property
     def turns_per_s(self) -> float:
@@ -445,6 +516,7 @@ class Phase:
             client_cpu_s=sum(r.client_cpu_s for r in rounds),
             slow_connects=sum(r.slow_connects for r in rounds),
             rounds_cpu_ms=[r.cpu_ms_per_turn for r in rounds],
+            db_cpu_s=sum(r.db_cpu_s for r in rounds),
         )
 
 
@@ -454,10 +526,12 @@ class Meters:
 
     server: ProcessGroup
     mock: ProcessGroup
+    db: ProcessGroup | None = None
 
-    def read(self) -> tuple[float, float, float, float]:
+    def read(self) -> tuple[float, float, float, float, float]:
         return (self.server.cpu_seconds(), self.server.cpu_ticks_seconds(),
-                self.mock.cpu_seconds(), time.process_time())
+                self.mock.cpu_seconds(), time.process_time(),
+                self.db.cpu_seconds() if self.db is not None else math.nan)
 
 
 @dataclass
@@ -465,10 +539,15 @@ class Target:
     """A running server the client talks to."""
 
     name: str
-    url: str
+    urls: list[str]
     meters: Meters
     expected: str
     conversations: list[Conversation] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The first process's URL (held streams, connect bursts)."""
+        return self.urls[0]
 
 
 async def run_phase(
@@ -483,7 +562,7 @@ async def run_phase(
     async def worker(client: httpx.AsyncClient) -> None:
         for i, conv in todo:  # one shared iterator: each worker takes the next conversation
             texts = [f"Plan a trip ({tag}, conversation {i}, turn {t})" for t in range(turns)]
-            await converse(client, target.url, conv, texts, target.expected, results)
+            await converse(client, target.urls, conv, texts, target.expected, results, i)
 
     meters = target.meters
     meters.server.reset_peak()
@@ -510,7 +589,7 @@ async def run_phase(
         error_kinds=error_kinds, peak_rss_mb=meters.server.peak_kb() / 1024,
         cpu_s=after[0] - before[0], cpu_ticks_s=after[1] - before[1],
         mock_cpu_s=after[2] - before[2], client_cpu_s=after[3] - before[3],
-        slow_connects=slow_connects(results),
+        slow_connects=slow_connects(results), db_cpu_s=after[4] - before[4],
     )
 
 
@@ -644,7 +723,7 @@ async def read_back(target: Target) -> list[str]:
     async with httpx.AsyncClient(timeout=60.0, trust_env=False,
                                  limits=httpx.Limits(max_connections=VERIFY_PARALLEL)) as client:
 
-        async def check(conv: Conversation) -> None:
+        async def check(i: int, conv: Conversation) -> None:
             if conv.thread_id is None:
                 problems.append(f"{conv.user}: no thread was created")
                 return
@@ -652,7 +731,8 @@ async def read_back(target: Target) -> list[str]:
                         for pair in (("user_message", text), ("assistant_message", reply))]
             async with gate:
                 response = await client.post(
-                    target.url, content=encode(list_items(conv.thread_id, 100)),
+                    target.urls[i % len(target.urls)],
+                    content=encode(list_items(conv.thread_id, 100)),
                     headers={"X-User-Id": conv.user},
                 )
             if response.status_code != 200:
@@ -663,7 +743,7 @@ async def read_back(target: Target) -> list[str]:
                 problems.append(f"{conv.thread_id}: stored {len(got)} messages, "
                                 f"expected {len(expected)}")
 
-        await asyncio.gather(*(check(conv) for conv in target.conversations))
+        await asyncio.gather(*(check(i, conv) for i, conv in enumerate(target.conversations)))
     return problems
 
 
@@ -733,13 +813,18 @@ async def bench_servers(
     with ExitStack() as stack:
         targets = []
         for spec in specs:
+            db = None
             if spec.db_url and spec.db_url.startswith("postgres"):
-                await empty_postgres(spec.db_url)
-            server = stack.enter_context(
-                ServerProcess(spec.env, list(spec.argv), workdir=workdir, name=spec.name)
-            )
-            meters = Meters(ProcessGroup(server.pid), mock)
-            targets.append(Target(spec.name, f"{server.url}/chatkit", meters, expected))
+                await empty_postgres(spec.db_url, args.pg_url)
+                db = await postgres_cluster(spec.db_url)
+            servers = [  # one after another: the first creates the schema
+                stack.enter_context(ServerProcess(spec.env, list(spec.argv), workdir=workdir,
+                                                  name=f"{spec.name}-{n}"))
+                for n in range(spec.processes)
+            ]
+            meters = Meters(ProcessGroup(*(s.pid for s in servers)), mock, db)
+            targets.append(Target(spec.name, [f"{s.url}/chatkit" for s in servers], meters,
+                                  expected))
         for target in targets:
             await target.meters.server.settle()
             await run_phase(target, WARMUP_CONVERSATIONS, WARMUP_CONVERSATIONS, args.turns,
@@ -838,15 +923,17 @@ def _ratio(a: float, b: float) -> str:
 
 def context_table(runs: list[ServerRun]) -> str:
     lines = [("| server | C | turns | wall s | server CPU s (ticks) | CPU ms/turn by round "
-              "| mock CPU ms/turn | client CPU ms/turn | connects > 0.9 s | error kinds |"),
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+              "| PostgreSQL CPU ms/turn | mock CPU ms/turn | client CPU ms/turn "
+              "| connects > 0.9 s | error kinds |"),
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for run in runs:
         for p in run.phases:
             per = 1000 / max(p.turns, 1)
             lines.append(
                 f"| {p.server} | {p.concurrency} | {p.turns} | {p.seconds:.2f} | "
                 f"{p.cpu_s:.2f} ({p.cpu_ticks_s:.2f}) | "
-                f"{' / '.join(f'{x:.1f}' for x in p.rounds_cpu_ms)} | {p.mock_cpu_s * per:.1f} | "
+                f"{' / '.join(f'{x:.1f}' for x in p.rounds_cpu_ms)} | "
+                f"{_f(p.db_cpu_s * per, 1)} | {p.mock_cpu_s * per:.1f} | "
                 f"{p.client_cpu_s * per:.1f} | {p.slow_connects} | "
                 f"{', '.join(f'{k}: {v}' for k, v in p.error_kinds.items()) or '-'} |"
             )
@@ -944,6 +1031,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="TCP connects opened at once per server (accept backlog); 0 skips")
     parser.add_argument("--backends", default="sqlite", type=lambda s: s.split(","))
     parser.add_argument("--pg-url", help="PostgreSQL URL for --backends postgres")
+    parser.add_argument("--processes", default="1", type=lambda s: [int(x) for x in s.split(",")],
+                        help="tripchat `serve` processes per backend, e.g. 1,2: N>1 adds "
+                        "tripchat-<backend>-xN, N processes on one database, turns round-robin")
     parser.add_argument("--servers", default="ceiling,reference,tripchat",
                         type=lambda s: s.split(","))
     parser.add_argument("--profile", type=Path, help="record py-spy profiles into this dir")
@@ -954,6 +1044,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--backends postgres needs --pg-url")
     if not set(args.backends) <= {"sqlite", "postgres"}:
         parser.error("--backends takes sqlite and/or postgres")
+    if not args.processes or min(args.processes) < 1:
+        parser.error("--processes takes counts of 1 or more")
     return args
 
 
