@@ -83,12 +83,29 @@ from profile_stacks import summarise  # noqa: E402
 from servers import HOST, ServerProcess, app_env  # noqa: E402
 
 PACKAGES = (
-    "openai-chatkit", "openai-agents", "openai", "pydantic", "hypercorn", "h11", "uvicorn",
-    "fastapi", "starlette", "httpx", "httpcore", "aiosqlite", "asyncpg", "py-spy",
+    "openai-chatkit",
+    "openai-agents",
+    "openai",
+    "pydantic",
+    "hypercorn",
+    "h11",
+    "uvicorn",
+    "fastapi",
+    "starlette",
+    "httpx",
+    "httpcore",
+    "aiosqlite",
+    "asyncpg",
+    "py-spy",
 )
 TRIPCHAT_TABLES = (
-    "chatkit_feedback", "chatkit_attachments", "chatkit_items", "chatkit_threads",
-    "agent_messages", "agent_sessions", "tripchat_meta",
+    "chatkit_feedback",
+    "chatkit_attachments",
+    "chatkit_items",
+    "chatkit_threads",
+    "agent_messages",
+    "agent_sessions",
+    "tripchat_meta",
 )
 STREAMS_PER_CLIENT = 64
 """Conversations sharing one httpx client: a huge pool costs the client O(n) per request."""
@@ -107,6 +124,18 @@ the server's accept backlog was full."""
 # -- processes: CPU and memory from /proc --------------------------------------
 
 
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """Every live process as (pid, the fields of /proc/PID/stat after its name)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        yield int(entry.name), fields
+
+
 class ProcessGroup:
     """Every process of one or more process groups (a server and any children it forks;
     several for a multi-process server: CPU and RSS are then summed over all of them)."""
@@ -116,17 +145,7 @@ class ProcessGroup:
         self.pgids = frozenset(pgids)
 
     def pids(self) -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-            if int(fields[2]) in self.pgids:
-                found.append(int(entry.name))
-        return found
+        return [pid for pid, fields in proc_stats() if int(fields[2]) in self.pgids]
 
     def cpu_seconds(self) -> float:
         """CPU time of the group's live threads, to the nanosecond (schedstat)."""
@@ -203,9 +222,20 @@ def openai_mock(tokens: int, delay: float, workdir: Path) -> Iterator[tuple[str,
     """The mock in its own process group; yields its base URL. Always stopped by PID."""
     log = (workdir / "openai-mock.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "openai_mock.py"), "--port", "0",
-         "--tokens", str(tokens), "--delay", str(delay)],
-        stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,
+        [
+            sys.executable,
+            str(ROOT / "tests" / "openai_mock.py"),
+            "--port",
+            "0",
+            "--tokens",
+            str(tokens),
+            "--delay",
+            str(delay),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        start_new_session=True,
     )
     try:
         assert process.stdout is not None
@@ -260,16 +290,37 @@ def _pg_sibling(url: str, suffix: str) -> str:
 
 
 def server_specs(args: argparse.Namespace, base_url: str, workdir: Path) -> list[ServerSpec]:
-    env = app_env(base_url, workdir / "unused.db", OPENAI_AGENTS_DISABLE_TRACING="true",
-                  CEILING_TOKENS=str(args.tokens))
+    env = app_env(
+        base_url,
+        workdir / "unused.db",
+        OPENAI_AGENTS_DISABLE_TRACING="true",
+        CEILING_TOKENS=str(args.tokens),
+    )
     python = sys.executable
     specs = [
-        ServerSpec("ceiling", "ceiling",
-                   (python, str(ROOT / "bench" / "ceiling_app.py"), "--host", HOST,
-                    "--port", "{port}"), env),
-        ServerSpec("reference", "reference",
-                   (python, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"),
-                    "reference_app:app", "--host", HOST, "--port", "{port}"), env),
+        ServerSpec(
+            "ceiling",
+            "ceiling",
+            (python, str(ROOT / "bench" / "ceiling_app.py"), "--host", HOST, "--port", "{port}"),
+            env,
+        ),
+        ServerSpec(
+            "reference",
+            "reference",
+            (
+                python,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(ROOT / "bench"),
+                "reference_app:app",
+                "--host",
+                HOST,
+                "--port",
+                "{port}",
+            ),
+            env,
+        ),
     ]
     serve = (python, "-m", "tripchat.cli", "serve", "--host", HOST, "--port", "{port}")
     for backend in args.backends:
@@ -279,8 +330,16 @@ def server_specs(args: argparse.Namespace, base_url: str, workdir: Path) -> list
                 url = f"sqlite:///{workdir / f'tripchat{suffix}.db'}"
             else:
                 url = args.pg_url if n == 1 else _pg_sibling(args.pg_url, suffix.replace("-", "_"))
-            specs.append(ServerSpec(f"tripchat-{backend}{suffix}", "tripchat", serve,
-                                    {**env, "CHATKIT_DB_URL": url}, url, n))
+            specs.append(
+                ServerSpec(
+                    f"tripchat-{backend}{suffix}",
+                    "tripchat",
+                    serve,
+                    {**env, "CHATKIT_DB_URL": url},
+                    url,
+                    n,
+                )
+            )
     return [spec for spec in specs if spec.kind in args.servers]
 
 
@@ -310,17 +369,7 @@ class Cluster(ProcessGroup):
         super().__init__(postmaster)
 
     def pids(self) -> list[int]:
-        found = [self.pgid]
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-            if int(fields[1]) == self.pgid:
-                found.append(int(entry.name))
-        return found
+        return [self.pgid] + [pid for pid, fields in proc_stats() if int(fields[1]) == self.pgid]
 
 
 async def postgres_cluster(url: str) -> Cluster | None:
@@ -378,7 +427,11 @@ class SSEFrames:
 
 
 async def run_turn(
-    client: httpx.AsyncClient, url: str, user: str, body: dict[str, Any], expected: str | None,
+    client: httpx.AsyncClient,
+    url: str,
+    user: str,
+    body: dict[str, Any],
+    expected: str | None,
     on_first_delta: Callable[[], None] | None = None,
 ) -> TurnResult:
     """POST one streaming request and read the stream to its end."""
@@ -392,8 +445,13 @@ async def run_turn(
             result.connect = time.perf_counter() - result.connect
 
     try:
-        async with client.stream("POST", url, content=encode(body), extensions={"trace": trace},
-                                 headers={"X-User-Id": user}) as response:
+        async with client.stream(
+            "POST",
+            url,
+            content=encode(body),
+            extensions={"trace": trace},
+            headers={"X-User-Id": user},
+        ) as response:
             if response.status_code != 200:
                 await response.aread()
                 result.error = f"HTTP {response.status_code}"
@@ -401,20 +459,26 @@ async def run_turn(
             frames = SSEFrames()
             async for chunk in response.aiter_raw():
                 for payload in frames.feed(chunk):
-                    _on_event(result, json.loads(payload), time.perf_counter() - started,
-                              on_first_delta)
+                    _on_event(
+                        result, json.loads(payload), time.perf_counter() - started, on_first_delta
+                    )
     except (httpx.HTTPError, ValueError) as exc:
         result.error = type(exc).__name__
         return result
-    if result.error is None and (expected is None and not result.text or
-                                 expected is not None and result.text != expected):
+    if result.error is None and (
+        expected is None and not result.text or expected is not None and result.text != expected
+    ):
         result.error = "missing text"
     result.ok = result.error is None
     return result
 
 
-def _on_event(result: TurnResult, event: dict[str, Any], elapsed: float,
-              on_first_delta: Callable[[], None] | None) -> None:
+def _on_event(
+    result: TurnResult,
+    event: dict[str, Any],
+    elapsed: float,
+    on_first_delta: Callable[[], None] | None,
+) -> None:
     result.events += 1
     if result.ttfe is None:
         result.ttfe = elapsed
@@ -432,8 +496,13 @@ def _on_event(result: TurnResult, event: dict[str, Any], elapsed: float,
 
 
 async def converse(
-    client: httpx.AsyncClient, urls: Sequence[str], conversation: Conversation,
-    texts: Sequence[str], expected: str | None, results: list[TurnResult], offset: int = 0,
+    client: httpx.AsyncClient,
+    urls: Sequence[str],
+    conversation: Conversation,
+    texts: Sequence[str],
+    expected: str | None,
+    results: list[TurnResult],
+    offset: int = 0,
 ) -> None:
     """One conversation: threads.create, then add_user_message for each further text.
     Turn t goes to urls[(offset + t) % len(urls)]: with several server processes the
@@ -457,8 +526,9 @@ def clients(count: int, timeout: float) -> list[httpx.AsyncClient]:
     per_client = min(count, STREAMS_PER_CLIENT)
     limits = httpx.Limits(max_connections=per_client + 4, max_keepalive_connections=per_client + 4)
     return [
-        httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout, connect=30.0),
-                          trust_env=False)
+        httpx.AsyncClient(
+            limits=limits, timeout=httpx.Timeout(timeout, connect=30.0), trust_env=False
+        )
         for _ in range(math.ceil(count / per_client))
     ]
 
@@ -505,13 +575,18 @@ class Phase:
             for kind, count in one.error_kinds.items():
                 kinds[kind] = kinds.get(kind, 0) + count
         return cls(
-            server=rounds[0].server, concurrency=rounds[0].concurrency,
-            turns=sum(r.turns for r in rounds), seconds=sum(r.seconds for r in rounds),
+            server=rounds[0].server,
+            concurrency=rounds[0].concurrency,
+            turns=sum(r.turns for r in rounds),
+            seconds=sum(r.seconds for r in rounds),
             ttfe_ms=[x for r in rounds for x in r.ttfe_ms],
             ttft_ms=[x for r in rounds for x in r.ttft_ms],
-            events=sum(r.events for r in rounds), errors=sum(r.errors for r in rounds),
-            error_kinds=kinds, peak_rss_mb=max(r.peak_rss_mb for r in rounds),
-            cpu_s=sum(r.cpu_s for r in rounds), cpu_ticks_s=sum(r.cpu_ticks_s for r in rounds),
+            events=sum(r.events for r in rounds),
+            errors=sum(r.errors for r in rounds),
+            error_kinds=kinds,
+            peak_rss_mb=max(r.peak_rss_mb for r in rounds),
+            cpu_s=sum(r.cpu_s for r in rounds),
+            cpu_ticks_s=sum(r.cpu_ticks_s for r in rounds),
             mock_cpu_s=sum(r.mock_cpu_s for r in rounds),
             client_cpu_s=sum(r.client_cpu_s for r in rounds),
             slow_connects=sum(r.slow_connects for r in rounds),
@@ -529,9 +604,13 @@ class Meters:
     db: ProcessGroup | None = None
 
     def read(self) -> tuple[float, float, float, float, float]:
-        return (self.server.cpu_seconds(), self.server.cpu_ticks_seconds(),
-                self.mock.cpu_seconds(), time.process_time(),
-                self.db.cpu_seconds() if self.db is not None else math.nan)
+        return (
+            self.server.cpu_seconds(),
+            self.server.cpu_ticks_seconds(),
+            self.mock.cpu_seconds(),
+            time.process_time(),
+            self.db.cpu_seconds() if self.db is not None else math.nan,
+        )
 
 
 @dataclass
@@ -550,9 +629,7 @@ class Target:
         return self.urls[0]
 
 
-async def run_phase(
-    target: Target, concurrency: int, count: int, turns: int, tag: str
-) -> Phase:
+async def run_phase(target: Target, concurrency: int, count: int, turns: int, tag: str) -> Phase:
     """`count` conversations of `turns` turns, `concurrency` of them at any moment."""
     pool = clients(concurrency, 120.0)
     convs = [Conversation(f"bench-{tag}-{i}") for i in range(count)]
@@ -582,14 +659,22 @@ async def run_phase(
     if count * turns > len(results):
         error_kinds["turns never sent"] = count * turns - len(results)
     return Phase(
-        server=target.name, concurrency=concurrency, turns=len(results), seconds=seconds,
+        server=target.name,
+        concurrency=concurrency,
+        turns=len(results),
+        seconds=seconds,
         ttfe_ms=[1000 * r.ttfe for r in results if r.ttfe is not None],
         ttft_ms=[1000 * r.ttft for r in results if r.ttft is not None],
-        events=sum(r.events for r in results), errors=sum(error_kinds.values()),
-        error_kinds=error_kinds, peak_rss_mb=meters.server.peak_kb() / 1024,
-        cpu_s=after[0] - before[0], cpu_ticks_s=after[1] - before[1],
-        mock_cpu_s=after[2] - before[2], client_cpu_s=after[3] - before[3],
-        slow_connects=slow_connects(results), db_cpu_s=after[4] - before[4],
+        events=sum(r.events for r in results),
+        errors=sum(error_kinds.values()),
+        error_kinds=error_kinds,
+        peak_rss_mb=meters.server.peak_kb() / 1024,
+        cpu_s=after[0] - before[0],
+        cpu_ticks_s=after[1] - before[1],
+        mock_cpu_s=after[2] - before[2],
+        client_cpu_s=after[3] - before[3],
+        slow_connects=slow_connects(results),
+        db_cpu_s=after[4] - before[4],
     )
 
 
@@ -641,8 +726,9 @@ async def hold_streams(target: Target, streams: int, seconds: float) -> Hold:
     async def one(i: int) -> TurnResult:
         conv = Conversation(f"bench-hold-{i}")
         text = f"hold {i} [tokens 2] [delay {seconds}]"
-        result = await run_turn(pool[i % len(pool)], target.url, conv.user,
-                                create_thread(text), "w0 w1 ", first_delta)
+        result = await run_turn(
+            pool[i % len(pool)], target.url, conv.user, create_thread(text), "w0 w1 ", first_delta
+        )
         if result.ttft is not None:
             open_now[0] -= 1
         else:
@@ -674,9 +760,14 @@ async def hold_streams(target: Target, streams: int, seconds: float) -> Hold:
         await asyncio.gather(*(client.aclose() for client in pool))
     await asyncio.sleep(1.0)
     return Hold(
-        server=target.name, streams=streams, open_at_sample=open_at_sample, ramp_seconds=ramp,
-        rss_before_mb=rss_before / 1024, rss_holding_mb=rss_holding / 1024,
-        rss_after_mb=group.rss_kb() / 1024, errors=sum(not r.ok for r in results),
+        server=target.name,
+        streams=streams,
+        open_at_sample=open_at_sample,
+        ramp_seconds=ramp,
+        rss_before_mb=rss_before / 1024,
+        rss_holding_mb=rss_holding / 1024,
+        rss_after_mb=group.rss_kb() / 1024,
+        errors=sum(not r.ok for r in results),
         cpu_ms_per_stream=1000 * (group.cpu_seconds() - cpu_before) / streams,
         slow_connects=slow_connects(results),
     )
@@ -712,23 +803,33 @@ async def connect_burst(target: Target, count: int) -> Burst:
         writer.close()
     times = [1000 * seconds for seconds, _ in opened]
     await asyncio.sleep(1.0)
-    return Burst(target.name, count, count - len(opened),
-                 sum(t > 1000 * SYN_RETRY_SECONDS for t in times), pct(times, 50), max(times))
+    return Burst(
+        target.name,
+        count,
+        count - len(opened),
+        sum(t > 1000 * SYN_RETRY_SECONDS for t in times),
+        pct(times, 50),
+        max(times),
+    )
 
 
 async def read_back(target: Target) -> list[str]:
     """Every conversation's messages, read back with items.list; returns what is missing."""
     problems: list[str] = []
     gate = asyncio.Semaphore(VERIFY_PARALLEL)
-    async with httpx.AsyncClient(timeout=60.0, trust_env=False,
-                                 limits=httpx.Limits(max_connections=VERIFY_PARALLEL)) as client:
+    async with httpx.AsyncClient(
+        timeout=60.0, trust_env=False, limits=httpx.Limits(max_connections=VERIFY_PARALLEL)
+    ) as client:
 
         async def check(i: int, conv: Conversation) -> None:
             if conv.thread_id is None:
                 problems.append(f"{conv.user}: no thread was created")
                 return
-            expected = [pair for text, reply in conv.exchanges
-                        for pair in (("user_message", text), ("assistant_message", reply))]
+            expected = [
+                pair
+                for text, reply in conv.exchanges
+                for pair in (("user_message", text), ("assistant_message", reply))
+            ]
             async with gate:
                 response = await client.post(
                     target.urls[i % len(target.urls)],
@@ -740,8 +841,9 @@ async def read_back(target: Target) -> list[str]:
                 return
             got = message_texts(response.json()["data"])
             if got != expected:
-                problems.append(f"{conv.thread_id}: stored {len(got)} messages, "
-                                f"expected {len(expected)}")
+                problems.append(
+                    f"{conv.thread_id}: stored {len(got)} messages, expected {len(expected)}"
+                )
 
         await asyncio.gather(*(check(i, conv) for i, conv in enumerate(target.conversations)))
     return problems
@@ -761,9 +863,20 @@ async def profiled(target: Target, args: argparse.Namespace) -> str:
     outdir.mkdir(parents=True, exist_ok=True)
     for fmt, suffix, extra in (("raw", "txt", ["--native"]), ("flamegraph", "svg", [])):
         recorder = await asyncio.create_subprocess_exec(
-            str(py_spy), "record", "--pid", str(target.meters.server.pgid), "--gil", *extra,
-            "--rate", "250", "--format", fmt, "-o", str(outdir / f"{target.name}.{suffix}"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            str(py_spy),
+            "record",
+            "--pid",
+            str(target.meters.server.pgid),
+            "--gil",
+            *extra,
+            "--rate",
+            "250",
+            "--format",
+            fmt,
+            "-o",
+            str(outdir / f"{target.name}.{suffix}"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             await asyncio.sleep(1.0)
@@ -818,17 +931,26 @@ async def bench_servers(
                 await empty_postgres(spec.db_url, args.pg_url)
                 db = await postgres_cluster(spec.db_url)
             servers = [  # one after another: the first creates the schema
-                stack.enter_context(ServerProcess(spec.env, list(spec.argv), workdir=workdir,
-                                                  name=f"{spec.name}-{n}"))
+                stack.enter_context(
+                    ServerProcess(
+                        spec.env, list(spec.argv), workdir=workdir, name=f"{spec.name}-{n}"
+                    )
+                )
                 for n in range(spec.processes)
             ]
             meters = Meters(ProcessGroup(*(s.pid for s in servers)), mock, db)
-            targets.append(Target(spec.name, [f"{s.url}/chatkit" for s in servers], meters,
-                                  expected))
+            targets.append(
+                Target(spec.name, [f"{s.url}/chatkit" for s in servers], meters, expected)
+            )
         for target in targets:
             await target.meters.server.settle()
-            await run_phase(target, WARMUP_CONVERSATIONS, WARMUP_CONVERSATIONS, args.turns,
-                            f"{target.name}-warmup")
+            await run_phase(
+                target,
+                WARMUP_CONVERSATIONS,
+                WARMUP_CONVERSATIONS,
+                args.turns,
+                f"{target.name}-warmup",
+            )
             waited = await target.meters.server.settle()
             _progress(f"{target.name}: warmed up, idle after {waited:.1f}s")
         for run, target in zip(runs, targets):
@@ -840,12 +962,15 @@ async def bench_servers(
             for r in range(args.rounds):
                 for i in range(len(runs)):
                     run, target = runs[(i + r) % len(runs)], targets[(i + r) % len(runs)]
-                    phase = await run_phase(target, concurrency, count, args.turns,
-                                            f"{target.name}-c{concurrency}-r{r}")
+                    phase = await run_phase(
+                        target, concurrency, count, args.turns, f"{target.name}-c{concurrency}-r{r}"
+                    )
                     run.rounds.setdefault(concurrency, []).append(phase)
-                    _progress(f"{target.name} C={concurrency} round {r}: "
-                              f"{phase.turns_per_s:.1f} turns/s, "
-                              f"{phase.cpu_ms_per_turn:.1f} CPU ms/turn, {phase.errors} errors")
+                    _progress(
+                        f"{target.name} C={concurrency} round {r}: "
+                        f"{phase.turns_per_s:.1f} turns/s, "
+                        f"{phase.cpu_ms_per_turn:.1f} CPU ms/turn, {phase.errors} errors"
+                    )
         for run, target in zip(runs, targets):
             if not run.spec.primary(args.first_db):
                 continue
@@ -881,14 +1006,17 @@ def _f(value: float, digits: int = 0) -> str:
 
 
 def results_table(runs: list[ServerRun]) -> str:
-    head = ("| server | C | ttfe p50 | p95 | p99 | ttft p50 | p95 | p99 | turns/s | events/s "
-            "| errors | peak RSS MB | CPU ms/turn |")
+    head = (
+        "| server | C | ttfe p50 | p95 | p99 | ttft p50 | p95 | p99 | turns/s | events/s "
+        "| errors | peak RSS MB | CPU ms/turn |"
+    )
     lines = [head, "|" + "---|" * 2 + "---:|" * 11]
     for run in runs:
         for p in run.phases:
             lines.append(
                 f"| {p.server} | {p.concurrency} | "
-                + " | ".join(_f(pct(p.ttfe_ms, q)) for q in (50, 95, 99)) + " | "
+                + " | ".join(_f(pct(p.ttfe_ms, q)) for q in (50, 95, 99))
+                + " | "
                 + " | ".join(_f(pct(p.ttft_ms, q)) for q in (50, 95, 99))
                 + f" | {_f(p.turns_per_s, 1)} | {_f(p.events / p.seconds)} | {p.errors} "
                 f"| {_f(p.peak_rss_mb)} | {_f(p.cpu_ms_per_turn, 1)} |"
@@ -898,8 +1026,10 @@ def results_table(runs: list[ServerRun]) -> str:
 
 def ratio_table(runs: list[ServerRun]) -> str:
     by_name = {run.spec.name: {p.concurrency: p for p in run.phases} for run in runs}
-    lines = ["| tripchat | vs | C | turns/s ratio | CPU/turn ratio | p99 TTFT ratio |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| tripchat | vs | C | turns/s ratio | CPU/turn ratio | p99 TTFT ratio |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for run in runs:
         if run.spec.kind != "tripchat":
             continue
@@ -922,10 +1052,14 @@ def _ratio(a: float, b: float) -> str:
 
 
 def context_table(runs: list[ServerRun]) -> str:
-    lines = [("| server | C | turns | wall s | server CPU s (ticks) | CPU ms/turn by round "
-              "| PostgreSQL CPU ms/turn | mock CPU ms/turn | client CPU ms/turn "
-              "| connects > 0.9 s | error kinds |"),
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+    lines = [
+        (
+            "| server | C | turns | wall s | server CPU s (ticks) | CPU ms/turn by round "
+            "| PostgreSQL CPU ms/turn | mock CPU ms/turn | client CPU ms/turn "
+            "| connects > 0.9 s | error kinds |"
+        ),
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
     for run in runs:
         for p in run.phases:
             per = 1000 / max(p.turns, 1)
@@ -941,20 +1075,28 @@ def context_table(runs: list[ServerRun]) -> str:
 
 
 def burst_table(runs: list[ServerRun]) -> str:
-    lines = ["| server | connects | failed | waited for a SYN retransmit | p50 ms | max ms |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| server | connects | failed | waited for a SYN retransmit | p50 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for run in runs:
         b = run.burst
         if b is not None:
-            lines.append(f"| {b.server} | {b.connects} | {b.failed} | {b.retried} | "
-                         f"{_f(b.p50_ms, 1)} | {_f(b.max_ms)} |")
+            lines.append(
+                f"| {b.server} | {b.connects} | {b.failed} | {b.retried} | "
+                f"{_f(b.p50_ms, 1)} | {_f(b.max_ms)} |"
+            )
     return "\n".join(lines)
 
 
 def hold_table(runs: list[ServerRun]) -> str:
-    lines = [("| server | streams | open at sample | ramp s | RSS before MB | RSS holding MB "
-              "| RSS after MB | KB/stream | CPU ms/stream | errors | connects > 0.9 s |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        (
+            "| server | streams | open at sample | ramp s | RSS before MB | RSS holding MB "
+            "| RSS after MB | KB/stream | CPU ms/stream | errors | connects > 0.9 s |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for run in runs:
         h = run.hold
         if h is not None:
@@ -969,8 +1111,14 @@ def hold_table(runs: list[ServerRun]) -> str:
 
 def machine() -> str:
     cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                  if line.startswith("model name")), platform.processor() or "?")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "?",
+    )
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     versions = []
     for name in PACKAGES:
@@ -978,64 +1126,105 @@ def machine() -> str:
             versions.append(f"{name} {importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             continue
-    return (f"{len(os.sched_getaffinity(0))} CPUs ({os.cpu_count()} online), {model}, "
-            f"{mem_kb / 1024 / 1024:.1f} GiB RAM, Linux {platform.release()}, "
-            f"load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-            f"Python {platform.python_version()}; " + ", ".join(versions))
+    return (
+        f"{len(os.sched_getaffinity(0))} CPUs ({os.cpu_count()} online), {model}, "
+        f"{mem_kb / 1024 / 1024:.1f} GiB RAM, Linux {platform.release()}, "
+        f"load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+        f"Python {platform.python_version()}; " + ", ".join(versions)
+    )
 
 
 def report(runs: list[ServerRun], args: argparse.Namespace, seconds: float) -> str:
     parts = [
-        "## Machine", f"{machine()}; RLIMIT_NOFILE for the servers: {args.nofile}", "",
-        "## Command", "`" + " ".join([Path(sys.executable).name, *sys.argv]) + "`",
-        (f"(C in {args.concurrency}; conversations of {args.turns} turns, at least "
-         f"{args.min_turns} turns per server and C in {args.rounds} interleaved rounds; mock "
-         f"{args.tokens} deltas/reply, {args.delay}s between deltas; took {seconds:.0f}s)"), "",
-        "## Turns", results_table(runs), "",
-        "## Ratios", ratio_table(runs), "",
-        "## Context (mock and client CPU share the 2 cores)", context_table(runs), "",
+        "## Machine",
+        f"{machine()}; RLIMIT_NOFILE for the servers: {args.nofile}",
+        "",
+        "## Command",
+        "`" + " ".join([Path(sys.executable).name, *sys.argv]) + "`",
+        (
+            f"(C in {args.concurrency}; conversations of {args.turns} turns, at least "
+            f"{args.min_turns} turns per server and C in {args.rounds} interleaved rounds; mock "
+            f"{args.tokens} deltas/reply, {args.delay}s between deltas; took {seconds:.0f}s)"
+        ),
+        "",
+        "## Turns",
+        results_table(runs),
+        "",
+        "## Ratios",
+        ratio_table(runs),
+        "",
+        "## Context (mock and client CPU share the 2 cores)",
+        context_table(runs),
+        "",
     ]
     if any(run.burst for run in runs):
         parts += [f"## {args.burst} TCP connects at once (idle servers)", burst_table(runs), ""]
     if any(run.hold for run in runs):
-        parts += [f"## {args.hold} streams held open ([tokens 2] [delay {args.hold_seconds}])",
-                  hold_table(runs), ""]
+        parts += [
+            f"## {args.hold} streams held open ([tokens 2] [delay {args.hold_seconds}])",
+            hold_table(runs),
+            "",
+        ]
     parts.append("## Read back")
     for run in runs:
         if run.spec.chatkit:
-            state = "all stored" if not run.lost else f"{len(run.lost)} with problems: " + \
-                "; ".join(run.lost[:5])
+            state = (
+                "all stored"
+                if not run.lost
+                else f"{len(run.lost)} with problems: " + "; ".join(run.lost[:5])
+            )
             parts.append(f"- {run.spec.name}: {run.verified} conversations read back, {state}")
     for run in runs:
         if run.profile:
-            parts += ["", f"## Profile: {run.spec.name} (C=10 x {args.profile_rounds} rounds)",
-                      run.profile]
+            parts += [
+                "",
+                f"## Profile: {run.spec.name} (C=10 x {args.profile_rounds} rounds)",
+                run.profile,
+            ]
     return "\n".join(parts)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concurrency", default="1,10,100",
-                        type=lambda s: [int(x) for x in s.split(",") if x])
+    parser.add_argument(
+        "--concurrency", default="1,10,100", type=lambda s: [int(x) for x in s.split(",") if x]
+    )
     parser.add_argument("--turns", type=int, default=3, help="turns per conversation")
-    parser.add_argument("--min-turns", type=int, default=300,
-                        help="turns per server and C, over all rounds (C=1 runs conversations "
-                        "one after another until there are this many)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="interleaved rounds per C (servers take turns, order rotating)")
+    parser.add_argument(
+        "--min-turns",
+        type=int,
+        default=300,
+        help="turns per server and C, over all rounds (C=1 runs conversations "
+        "one after another until there are this many)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds per C (servers take turns, order rotating)",
+    )
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--hold", type=int, default=1000, help="streams held open; 0 skips")
     parser.add_argument("--hold-seconds", type=float, default=30.0)
-    parser.add_argument("--burst", type=int, default=1000,
-                        help="TCP connects opened at once per server (accept backlog); 0 skips")
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=1000,
+        help="TCP connects opened at once per server (accept backlog); 0 skips",
+    )
     parser.add_argument("--backends", default="sqlite", type=lambda s: s.split(","))
     parser.add_argument("--pg-url", help="PostgreSQL URL for --backends postgres")
-    parser.add_argument("--processes", default="1", type=lambda s: [int(x) for x in s.split(",")],
-                        help="tripchat `serve` processes per backend, e.g. 1,2: N>1 adds "
-                        "tripchat-<backend>-xN, N processes on one database, turns round-robin")
-    parser.add_argument("--servers", default="ceiling,reference,tripchat",
-                        type=lambda s: s.split(","))
+    parser.add_argument(
+        "--processes",
+        default="1",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="tripchat `serve` processes per backend, e.g. 1,2: N>1 adds "
+        "tripchat-<backend>-xN, N processes on one database, turns round-robin",
+    )
+    parser.add_argument(
+        "--servers", default="ceiling,reference,tripchat", type=lambda s: s.split(",")
+    )
     parser.add_argument("--profile", type=Path, help="record py-spy profiles into this dir")
     parser.add_argument("--profile-rounds", type=int, default=15)
     parser.add_argument("--json", type=Path, help="also write every measurement here")
