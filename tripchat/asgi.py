@@ -12,7 +12,7 @@ import gc
 import hmac
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -44,7 +44,7 @@ MAX_USER_ID = 256
 RETRY_AFTER_SECONDS = 5
 
 
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The one JSON error shape: {"error": {"status": ..., "message": ...}}."""
     return JSONResponse({"error": {"status": status, "message": message}}, status, headers)
 
@@ -150,7 +150,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         user_id = user_of(request, settings)
         if user_id is None:
             await discard_body(request)
-            return error(400, f"{settings.user_header} must be 1-{MAX_USER_ID} printable characters")
+            return error(
+                400, f"{settings.user_header} must be 1-{MAX_USER_ID} printable characters"
+            )
         try:
             body = await read_body(request, settings.max_body_bytes)
         except ClientDisconnect:
@@ -193,6 +195,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 allow_headers=["*"],
             )
         )
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return error(exc.status_code, exc.detail, exc.headers)

@@ -70,8 +70,11 @@ async def plan(prompt: str | None, single_turn: bool, session_id: str | None) ->
         agent = create_trip_planner_agent(settings, client)
         session = StoreSession(session_id, store)
         if not single_turn:
-            print(f"session {session_id} (resume with --session {session_id}); "
-                  "empty line or Ctrl-D to quit", file=sys.stderr)
+            print(
+                f"session {session_id} (resume with --session {session_id}); "
+                "empty line or Ctrl-D to quit",
+                file=sys.stderr,
+            )
         if prompt:
             await _turn(agent, prompt, session, sys.stdout)
             if single_turn:

@@ -56,7 +56,6 @@ from chatkit.types import (
     ThreadsAddUserMessageReq,
     ThreadsCreateReq,
     ThreadsCustomActionReq,
-    ThreadsDeleteReq,
     ThreadsGetByIdReq,
     ThreadsListReq,
     ThreadsRetryAfterItemReq,
@@ -179,7 +178,10 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
             self._shown.set()
 
     async def on_tool_start(
-        self, context: RunContextWrapper[AgentContext[RequestContext]], agent: Agent[Any], tool: Tool
+        self,
+        context: RunContextWrapper[AgentContext[RequestContext]],
+        agent: Agent[Any],
+        tool: Tool,
     ) -> None:
         if not isinstance(context, ToolContext):
             return
@@ -219,7 +221,11 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
             "name": context.tool_name,
             "arguments": context.tool_arguments,
         }
-        output = {"type": "function_call_output", "call_id": context.tool_call_id, "output": str(result)}
+        output = {
+            "type": "function_call_output",
+            "call_id": context.tool_call_id,
+            "output": str(result),
+        }
         await ctx.stream(
             ThreadItemDoneEvent(
                 item=HiddenContextItem(
@@ -276,6 +282,11 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         return NonStreamingResult(await self._process_non_streaming(parsed, context))
 
     async def _check(self, request: ChatKitReq, context: RequestContext) -> None:
+        """What a stream would only find out after its headers are sent, and bad parameters.
+
+        Non-streaming requests need no lookup here: their store calls raise `NotFoundError`
+        before anything is sent.
+        """
         if isinstance(request, UNSUPPORTED):
             raise RequestError(400, f"{request.type} is not supported by this server")
         match request:
@@ -288,7 +299,6 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 request.params.limit = _check_limit(request.params.limit)
             case ItemsListReq():
                 request.params.limit = _check_limit(request.params.limit)
-                await self.store.load_thread(request.params.thread_id, context)
             case ThreadsRetryAfterItemReq():
                 item = await self.store.load_item(
                     request.params.thread_id, request.params.item_id, context
@@ -306,18 +316,20 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                     raise RequestError(400, "title must not be empty")
                 if len(request.params.title) > MAX_TITLE:
                     raise RequestError(400, f"title is longer than {MAX_TITLE} characters")
-                await self.store.load_thread(request.params.thread_id, context)
-            case ThreadsGetByIdReq() | ThreadsDeleteReq():
-                await self.store.load_thread(request.params.thread_id, context)
 
-    async def _process_non_streaming(self, request: NonStreamingReq, context: RequestContext) -> bytes:
+    async def _process_non_streaming(
+        self, request: NonStreamingReq, context: RequestContext
+    ) -> bytes:
         # Pages of what the user sees: the SDK filters hidden items out of a page after
         # fetching it, which leaves short (even empty) pages and cursors on unseen items.
         match request:
             case ItemsListReq(params=params):
                 page = await self.sql_store.load_visible_items(
-                    params.thread_id, params.after, params.limit or DEFAULT_PAGE_SIZE,
-                    params.order, context,
+                    params.thread_id,
+                    params.after,
+                    params.limit or DEFAULT_PAGE_SIZE,
+                    params.order,
+                    context,
                 )
                 return self._serialize(page)
             case ThreadsGetByIdReq(params=params):
@@ -325,7 +337,8 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 page = await self.sql_store.load_visible_items(
                     thread.id, None, DEFAULT_PAGE_SIZE, "asc", context
                 )
-                return self._serialize(self._to_thread_response(Thread(**thread.model_dump(), items=page)))
+                full = Thread(**thread.model_dump(), items=page)
+                return self._serialize(self._to_thread_response(full))
         return await super()._process_non_streaming(request, context)
 
     # -- streaming: a producer task per stream, so shutdown can stop it cleanly --
@@ -400,8 +413,12 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         ):
             yield event
 
-    async def _pending_tool_call(self, thread_id: str, context: RequestContext) -> ClientToolCallItem:
-        page = await self.store.load_thread_items(thread_id, None, PENDING_LOOKBACK, "desc", context)
+    async def _pending_tool_call(
+        self, thread_id: str, context: RequestContext
+    ) -> ClientToolCallItem:
+        page = await self.store.load_thread_items(
+            thread_id, None, PENDING_LOOKBACK, "desc", context
+        )
         for item in page.data:
             if isinstance(item, (HiddenContextItem, SDKHiddenContextItem)):
                 continue
@@ -431,7 +448,9 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             hooks=hooks,
         )
         try:
-            async for event in _real_ids(stream_agent_response(agent_context, result), agent_context):
+            async for event in _real_ids(
+                stream_agent_response(agent_context, result), agent_context
+            ):
                 yield event
                 hooks.shown(event)
         except openai.APIError as exc:

@@ -82,9 +82,11 @@ class Smoke:
                 errors.append(event.get("message") or event.get("code"))
         self.say(f"--- {label} reply ---\n{reply.strip()}\n---")
         timing = f"first text after {first_delta:.2f}s" if first_delta else "no text streamed"
-        self.check(f"{label}: streamed a reply", bool(reply) and not errors, "; ".join(
-            [timing, f"{time.monotonic() - started:.2f}s in all", *map(str, errors)]
-        ))
+        self.check(
+            f"{label}: streamed a reply",
+            bool(reply) and not errors,
+            "; ".join([timing, f"{time.monotonic() - started:.2f}s in all", *map(str, errors)]),
+        )
         return thread_id
 
     def run(self) -> bool:
@@ -99,11 +101,15 @@ class Smoke:
                 return False
             second = {**message, "content": [{"type": "input_text", "text": TURNS[1]}]}
             self.turn(
-                {"type": "threads.add_user_message",
-                 "params": {"thread_id": thread_id, "input": second}},
+                {
+                    "type": "threads.add_user_message",
+                    "params": {"thread_id": thread_id, "input": second},
+                },
                 "turn 2",
             )
-            thread = self.post_json({"type": "threads.get_by_id", "params": {"thread_id": thread_id}})
+            thread = self.post_json(
+                {"type": "threads.get_by_id", "params": {"thread_id": thread_id}}
+            )
             kinds = [item["type"] for item in thread["items"]["data"]]
             self.check(
                 "the thread kept both turns",

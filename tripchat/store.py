@@ -238,9 +238,7 @@ class SQLStore(Store[HasUserId], ABC):
             await self._check_owner(thread_id, context)
         return _page(rows, limit, _ITEM.validate_json)
 
-    async def add_thread_item(
-        self, thread_id: str, item: ThreadItem, context: HasUserId
-    ) -> None:
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: HasUserId) -> None:
         # An upsert: the SDK re-emits a workflow carried over from the last turn.
         await self.save_item(thread_id, item, context)
 
@@ -272,9 +270,7 @@ class SQLStore(Store[HasUserId], ABC):
         )
         return _ITEM.validate_json(row[0])
 
-    async def delete_thread_item(
-        self, thread_id: str, item_id: str, context: HasUserId
-    ) -> None:
+    async def delete_thread_item(self, thread_id: str, item_id: str, context: HasUserId) -> None:
         # Idempotent for a missing item: the SDK removes items it may never have saved.
         await self._check_owner(thread_id, context)
         await self._execute(
@@ -359,8 +355,7 @@ class SQLStore(Store[HasUserId], ABC):
     async def load_session_items(self, session_id: str, limit: int | None) -> list[Any]:
         """The newest `limit` messages of an agent session, oldest first."""
         rows = await self._fetchall(
-            "SELECT message_data FROM agent_messages WHERE session_id = ? "
-            "ORDER BY id DESC LIMIT ?",
+            "SELECT message_data FROM agent_messages WHERE session_id = ? ORDER BY id DESC LIMIT ?",
             session_id,
             MAX_ID if limit is None else limit,
         )
@@ -560,7 +555,9 @@ class SQLiteStore(SQLStore):
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
-            raise ConfigError(f"CHATKIT_DB_URL: cannot open SQLite database {path}: {exc}") from None
+            raise ConfigError(
+                f"CHATKIT_DB_URL: cannot open SQLite database {path}: {exc}"
+            ) from None
         try:
             await conn.execute("PRAGMA busy_timeout = 10000")
             await conn.execute("PRAGMA journal_mode = WAL")

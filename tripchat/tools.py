@@ -147,9 +147,7 @@ class _CityTable:
         )
         country_code, admin1, timezone = self._areas[area]
         name = self._names[self._name_ends[position] : self._name_ends[position + 1]]
-        return _City(
-            name.decode(), country_code, latitude, longitude, timezone, population, admin1
-        )
+        return _City(name.decode(), country_code, latitude, longitude, timezone, population, admin1)
 
 
 class _NameIndex:
@@ -733,7 +731,6 @@ def describe_tool_call(name: str, arguments: dict[str, Any] | str) -> str:
         return label(json.loads(arguments) if isinstance(arguments, str) else arguments)
     except Exception:  # a label must never break the stream it decorates, whatever the model sent
         return name
-
 
 
 P = ParamSpec("P")
