@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -326,14 +325,14 @@ class Fuzzer:
         assert not logged, f"the app logged an error for {body[:300]!r}:\n{logged[0]}"
         self.outcomes[outcome(body, response)] += 1
         if response.status_code == 200 and not is_read_only(body):
-            self.portal.call(self._refresh)
+            self.portal.call(self.refresh)
         return response
 
     async def _post(self, body: bytes) -> httpx.Response:
         with anyio.fail_after(REQUEST_SECONDS):
             return await self.client.post(body, user="fuzz")
 
-    async def _refresh(self) -> None:
+    async def refresh(self) -> None:
         """Recreate the fixture threads when a request deleted or rewrote them."""
         data = await self._items(self.ids.get("thread", ""), order="asc", limit=2)
         types = [item["type"] for item in data]
@@ -452,7 +451,7 @@ def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzer]:
         try:
             with portal.wrap_async_context_manager(app_client(app_settings)) as client:
                 running = Fuzzer(portal, client, errors)
-                portal.call(running._refresh)
+                portal.call(running.refresh)
                 yield running
         finally:
             root.removeHandler(errors)
