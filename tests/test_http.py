@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
 import sys
 import time
 import uuid
@@ -28,7 +29,6 @@ import httpx
 import pytest
 import trustme
 from anyio.abc import SocketStream
-
 from chatkit_client import (
     SSEDecoder,
     add_message,
@@ -41,7 +41,16 @@ from chatkit_client import (
     thread_id_of,
 )
 from openai_mock import OpenAIMock, RecordedRequest
-from servers import HOST, PORT_PLACEHOLDER, ServerProcess, app_env, procfile_argv
+from servers import (
+    HOST,
+    PORT_PLACEHOLDER,
+    ServerProcess,
+    app_env,
+    free_port,
+    minimal_env,
+    procfile_argv,
+    serve_argv,
+)
 
 T = TypeVar("T")
 
@@ -51,6 +60,9 @@ MAX_BODY = 2048
 BIG_BODY = 256 * 1024
 TEST_SECONDS = 20.0
 SAVE_SECONDS = 3.0
+EXIT_SECONDS = 10.0
+IDLE_SECONDS = 6.0
+"""Longer than Hypercorn's default keep-alive of 5 s."""
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +85,9 @@ def record_of(mock: OpenAIMock, text: str) -> RecordedRequest:
     raise AssertionError(f"the model was never asked about {text!r}")
 
 
-async def poll(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
+async def poll(
+    probe: Callable[[], Awaitable[T | None]], timeout: float, what: str
+) -> T:
     """Call probe until it returns something, for at most `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -97,9 +111,13 @@ async def reply_cut_short(mock: OpenAIMock, text: str) -> RecordedRequest:
     return record
 
 
-def assert_partial_reply(messages: list[tuple[str, str]], user_text: str, seen: str) -> None:
+def assert_partial_reply(
+    messages: list[tuple[str, str]], user_text: str, seen: str
+) -> None:
     """The thread holds the user message and the part of the reply that was streamed."""
-    assert [kind for kind, _ in messages] == ["user_message", "assistant_message"], messages
+    assert [kind for kind, _ in messages] == ["user_message", "assistant_message"], (
+        messages
+    )
     assert messages[0][1] == user_text
     saved = messages[1][1]
     assert saved.startswith(seen) and words(200).startswith(saved), (seen, saved)
@@ -117,7 +135,9 @@ def mock() -> Iterator[OpenAIMock]:
 
 
 @pytest.fixture(scope="module")
-def server(mock: OpenAIMock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    mock: OpenAIMock, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """`python -m tripchat.cli serve` with a bearer token and a 2 KiB body limit."""
     workdir = tmp_path_factory.mktemp("server")
     env = app_env(
@@ -173,17 +193,24 @@ class Turn:
     @property
     def first_delta(self) -> float:
         """When the first text delta arrived."""
-        return next(t for t, e in zip(self.times, self.events, strict=True) if is_text_delta(e))
+        return next(
+            t for t, e in zip(self.times, self.events, strict=True) if is_text_delta(e)
+        )
 
 
 async def stream_turn(
-    client: httpx.AsyncClient, url: str, request: dict[str, Any], headers: dict[str, str]
+    client: httpx.AsyncClient,
+    url: str,
+    request: dict[str, Any],
+    headers: dict[str, str],
 ) -> Turn:
     """POST a streaming request and time each SSE event as it arrives."""
     decoder = SSEDecoder()
     start = time.monotonic()
     body = encode(request)
-    async with client.stream("POST", f"{url}/chatkit", content=body, headers=headers) as r:
+    async with client.stream(
+        "POST", f"{url}/chatkit", content=body, headers=headers
+    ) as r:
         assert r.status_code == 200, (await r.aread())[:500]
         assert r.headers["content-type"].startswith("text/event-stream")
         turn = Turn(r.http_version, start)
@@ -196,16 +223,25 @@ async def stream_turn(
 
 
 async def call(
-    client: httpx.AsyncClient, url: str, request: dict[str, Any], headers: dict[str, str]
+    client: httpx.AsyncClient,
+    url: str,
+    request: dict[str, Any],
+    headers: dict[str, str],
 ) -> dict[str, Any]:
     """POST a non-streaming request and return its JSON."""
-    response = await client.post(f"{url}/chatkit", content=encode(request), headers=headers)
+    response = await client.post(
+        f"{url}/chatkit", content=encode(request), headers=headers
+    )
     assert response.status_code == 200, response.text[:500]
     return dict(response.json())
 
 
 async def saved_messages(
-    client: httpx.AsyncClient, url: str, thread_id: str, headers: dict[str, str], count: int
+    client: httpx.AsyncClient,
+    url: str,
+    thread_id: str,
+    headers: dict[str, str],
+    count: int,
 ) -> list[tuple[str, str]]:
     """The thread's messages via threads.get_by_id, once at least `count` are saved."""
 
@@ -232,7 +268,9 @@ async def assert_turn(
     return turn
 
 
-async def test_http1_streams_deltas_before_the_reply_ends(server: ServerProcess) -> None:
+async def test_http1_streams_deltas_before_the_reply_ends(
+    server: ServerProcess,
+) -> None:
     with anyio.fail_after(TEST_SECONDS):
         async with http_client() as client:
             turn = await assert_turn(client, server.url, AUTH)
@@ -246,7 +284,9 @@ async def test_h2c_streams_deltas_before_the_reply_ends(server: ServerProcess) -
     assert turn.http_version == "HTTP/2"
 
 
-async def test_h2c_multiplexes_conversations_on_one_connection(server: ServerProcess) -> None:
+async def test_h2c_multiplexes_conversations_on_one_connection(
+    server: ServerProcess,
+) -> None:
     turns: list[Turn] = []
 
     async def converse(client: httpx.AsyncClient) -> None:
@@ -265,9 +305,34 @@ async def test_h2c_multiplexes_conversations_on_one_connection(server: ServerPro
     assert max(turn.first_delta for turn in turns) < min(turn.end for turn in turns)
 
 
-async def test_h2_over_tls_by_alpn(mock: OpenAIMock, tls: TLSFiles, tmp_path: Path) -> None:
+async def test_an_idle_connection_outlives_hypercorns_default_keep_alive(
+    server: ServerProcess,
+) -> None:
+    """A proxy keeps idle upstream connections ~60 s; closing them at 5 s risks 502s."""
+
+    def local_port(response: httpx.Response) -> int:
+        return int(
+            response.extensions["network_stream"].get_extra_info("client_addr")[1]
+        )
+
+    limits = httpx.Limits(keepalive_expiry=IDLE_SECONDS * 4)
+    with anyio.fail_after(TEST_SECONDS):
+        async with httpx.AsyncClient(limits=limits) as client:
+            first = await client.get(f"{server.url}/healthz")
+            port = local_port(first)
+            await anyio.sleep(IDLE_SECONDS)
+            second = await client.get(f"{server.url}/healthz")
+            assert first.status_code == second.status_code == 200
+            assert local_port(second) == port, "the server closed the idle connection"
+
+
+async def test_h2_over_tls_by_alpn(
+    mock: OpenAIMock, tls: TLSFiles, tmp_path: Path
+) -> None:
     env = app_env(mock.base_url, tmp_path / "chat.db")
-    with ServerProcess(env, workdir=tmp_path, certfile=tls.certfile, keyfile=tls.keyfile) as srv:
+    with ServerProcess(
+        env, workdir=tmp_path, certfile=tls.certfile, keyfile=tls.keyfile
+    ) as srv:
         assert srv.url.startswith("https://")
         with anyio.fail_after(TEST_SECONDS):
             async with http_client(http2=True, verify=tls.client_context) as client:
@@ -275,7 +340,9 @@ async def test_h2_over_tls_by_alpn(mock: OpenAIMock, tls: TLSFiles, tmp_path: Pa
     assert turn.http_version == "HTTP/2"
 
 
-async def test_plain_hypercorn_command_serves_a_turn(mock: OpenAIMock, tmp_path: Path) -> None:
+async def test_plain_hypercorn_command_serves_a_turn(
+    mock: OpenAIMock, tmp_path: Path
+) -> None:
     hypercorn = str(Path(sys.executable).parent / "hypercorn")
     argv = [hypercorn, "tripchat.asgi:app", "--bind", f"{HOST}:{PORT_PLACEHOLDER}"]
     env = app_env(mock.base_url, tmp_path / "chat.db")
@@ -286,7 +353,63 @@ async def test_plain_hypercorn_command_serves_a_turn(mock: OpenAIMock, tmp_path:
     assert turn.http_version == "HTTP/1.1"
 
 
-async def test_procfile_web_command_serves_a_turn(mock: OpenAIMock, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command", ["tripchat serve", "hypercorn", "hypercorn --workers 0"]
+)
+@pytest.mark.parametrize(
+    "database", ["unreachable postgresql", "sqlite in a missing folder"]
+)
+def test_a_database_that_cannot_open_ends_the_server_in_one_line(
+    command: str, database: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    argv = {
+        "tripchat serve": serve_argv(port),
+        "hypercorn": [
+            str(Path(sys.executable).parent / "hypercorn"),
+            "tripchat.asgi:app",
+        ],
+        "hypercorn --workers 0": [
+            str(Path(sys.executable).parent / "hypercorn"),
+            "--workers",
+            "0",
+            "tripchat.asgi:app",
+        ],
+    }[command]
+    if command.startswith("hypercorn"):
+        argv += ["--bind", f"{HOST}:{port}"]
+    db_url = {
+        "unreachable postgresql": f"postgresql://tripchat@{HOST}:{free_port()}/tripchat",
+        "sqlite in a missing folder": f"sqlite:///{tmp_path / 'missing' / 'chat.db'}",
+    }[database]
+    env = minimal_env(
+        app_env("http://127.0.0.1:9/v1", tmp_path / "unused.db", CHATKIT_DB_URL=db_url)
+    )
+    start = time.monotonic()
+    result = subprocess.run(
+        argv,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_SECONDS * 2,
+    )
+    assert time.monotonic() - start < EXIT_SECONDS, (
+        "the server took too long to give up"
+    )
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CHATKIT_DB_URL" in lines[0], result.stderr
+    if command != "hypercorn":
+        # Hypercorn 0.18's worker pool reports 0 whatever its worker's status.
+        assert result.returncode == 2, result
+
+
+async def test_procfile_web_command_serves_a_turn(
+    mock: OpenAIMock, tmp_path: Path
+) -> None:
     argv = procfile_argv()
     env = {
         "OPENAI_BASE_URL": mock.base_url,
@@ -324,10 +447,15 @@ async def test_http1_disconnect_cancels_the_run_and_keeps_the_partial_reply(
             messages = await saved_messages(client, server.url, thread_id, AUTH, 2)
             assert_partial_reply(messages, text, assistant_text(events))
             follow_up = unique("[tokens 3]")
-            turn = await stream_turn(client, server.url, add_message(thread_id, follow_up), AUTH)
+            turn = await stream_turn(
+                client, server.url, add_message(thread_id, follow_up), AUTH
+            )
             assert assistant_text(turn.events) == words(3)
             messages = await saved_messages(client, server.url, thread_id, AUTH, 4)
-    assert messages[2:] == [("user_message", follow_up), ("assistant_message", words(3))]
+    assert messages[2:] == [
+        ("user_message", follow_up),
+        ("assistant_message", words(3)),
+    ]
 
 
 # -- HTTP/2 spoken with the h2 package, to reset streams as a browser does -----------------
@@ -366,7 +494,9 @@ class H2Client:
     def __init__(self, sock: SocketStream, authority: str) -> None:
         self.sock = sock
         self.authority = authority
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True)
+        )
         self.responses: dict[int, H2Response] = {}
         self.lost: str | None = None
         self._write = anyio.Lock()
@@ -428,7 +558,8 @@ class H2Client:
     async def _send_data(self, stream_id: int, data: bytes) -> None:
         while data:
             window = min(
-                self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size
+                self.conn.local_flow_control_window(stream_id),
+                self.conn.max_outbound_frame_size,
             )
             if window <= 0:
                 changed = self._changed
@@ -441,7 +572,9 @@ class H2Client:
 
     def _check(self) -> None:
         if self.lost is not None:
-            raise ConnectionLost(f"the server closed the HTTP/2 connection: {self.lost}")
+            raise ConnectionLost(
+                f"the server closed the HTTP/2 connection: {self.lost}"
+            )
 
     def _notify(self) -> None:
         self._changed.set()
@@ -460,7 +593,11 @@ class H2Client:
             if data:
                 try:
                     await self.sock.send(data)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                except (
+                    anyio.BrokenResourceError,
+                    anyio.ClosedResourceError,
+                    OSError,
+                ) as exc:
                     self._lose(repr(exc))
         self._check()
 
@@ -482,10 +619,14 @@ class H2Client:
             response.headers = {k.decode(): v.decode() for k, v in event.headers}
             response.status = int(response.headers[":status"])
         elif isinstance(event, h2.events.DataReceived):
-            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            self.conn.acknowledge_received_data(
+                event.flow_controlled_length, event.stream_id
+            )
             if response is not None and event.data:
                 response.body += event.data
-                if response.headers.get("content-type", "").startswith("text/event-stream"):
+                if response.headers.get("content-type", "").startswith(
+                    "text/event-stream"
+                ):
                     response.events += response.decoder.feed(event.data)
         elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
             if response is not None:
@@ -499,7 +640,9 @@ class H2Client:
         """Wait for the stream to end; fail if the connection went down instead."""
         await response.ended.wait()
         self._check()
-        assert not response.reset, f"stream {response.stream_id} was reset by the server"
+        assert not response.reset, (
+            f"stream {response.stream_id} was reset by the server"
+        )
         return response
 
     async def call(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -516,13 +659,18 @@ async def wait_deltas(response: H2Response, count: int) -> None:
         return True if response.deltas >= count or response.ended.is_set() else None
 
     await poll(probe, 5.0, f"{count} deltas on stream {response.stream_id}")
-    assert response.deltas >= count, f"stream {response.stream_id} ended early: {response}"
+    assert response.deltas >= count, (
+        f"stream {response.stream_id} ended early: {response}"
+    )
 
 
 async def test_h2_rst_stream_cancels_one_reply_and_spares_the_others(
     server: ServerProcess, mock: OpenAIMock
 ) -> None:
-    long_text, short_text = unique("[tokens 200] [delay 0.05]"), unique("[tokens 30] [delay 0.05]")
+    long_text, short_text = (
+        unique("[tokens 200] [delay 0.05]"),
+        unique("[tokens 30] [delay 0.05]"),
+    )
     with anyio.fail_after(TEST_SECONDS):
         async with H2Client.connect(server.port) as h2c:
             cancelled = await h2c.request(encode(create_thread(long_text)), AUTH)
@@ -540,7 +688,9 @@ async def test_h2_rst_stream_cancels_one_reply_and_spares_the_others(
                 messages = message_texts(thread["items"]["data"])
                 return messages if len(messages) >= 2 else None
 
-            messages = await poll(partial, SAVE_SECONDS, "the partial reply to be saved")
+            messages = await poll(
+                partial, SAVE_SECONDS, "the partial reply to be saved"
+            )
     assert_partial_reply(messages, long_text, seen)
 
 
@@ -557,7 +707,9 @@ def refused_body(size: int) -> bytes:
 
 
 @pytest.mark.parametrize("case", REFUSALS)
-async def test_h2_refusal_keeps_the_other_streams_alive(server: ServerProcess, case: str) -> None:
+async def test_h2_refusal_keeps_the_other_streams_alive(
+    server: ServerProcess, case: str
+) -> None:
     """Hypercorn issue 329: DATA after the answer must not drop the connection."""
     headers, size, content_length, status = REFUSALS[case]
     body = refused_body(size)
@@ -589,6 +741,8 @@ async def test_http1_refusal(server: ServerProcess, case: str) -> None:
     content: bytes | AsyncIterator[bytes] = body if content_length else chunked()
     with anyio.fail_after(TEST_SECONDS):
         async with http_client() as client:
-            response = await client.post(f"{server.url}/chatkit", content=content, headers=headers)
+            response = await client.post(
+                f"{server.url}/chatkit", content=content, headers=headers
+            )
     assert response.status_code == status, response.text[:500]
     assert response.json()["error"]["status"] == status

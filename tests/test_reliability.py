@@ -54,9 +54,9 @@ LOAD_SECONDS = 60.0
 """The whole load (600 turns through one process on two cores) must end well before this."""
 LOAD_READ_SECONDS = 30.0
 KEEPALIVE_SECONDS = 1.0
-"""The client drops idle connections well before Hypercorn's 5 s keep-alive does: reusing one
-just as the server closes it loses the request (an HTTP/1.1 race no server can prevent), and
-the pool would hit it, as it hands out connections idle since earlier turns of others."""
+"""The client drops idle connections long before the server's keep-alive ends: reusing one
+just as the server closes it loses the request (an HTTP/1.1 race no server can prevent), as
+a proxy in front must also ensure."""
 ACCESS_LINE = re.compile(r'hypercorn\.access .* "POST /chatkit 1\.1" (\S+)')
 TEST_SECONDS = 30.0
 FAULT_SECONDS = 4.0

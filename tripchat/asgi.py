@@ -11,10 +11,11 @@ import asyncio
 import gc
 import hmac
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 from chatkit.server import StreamingResult
@@ -28,7 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .agent import configure_tracing, create_trip_planner_agent, openai_client
-from .config import ConfigError, Settings
+from .config import EXIT_USAGE, ConfigError, Settings
 from .context import RequestContext
 from .server import RequestError, TripPlannerServer, ignore_sdk_leftovers
 from .store import open_store
@@ -119,8 +120,18 @@ async def warm_up() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """The Starlette app; the store opens and closes with the app's lifespan."""
+def exit_at_start(exc: ConfigError) -> NoReturn:
+    """End the process in one line: Hypercorn would print two tracebacks around the cause."""
+    print(f"tripchat: {exc}", file=sys.stderr, flush=True)
+    os._exit(EXIT_USAGE)
+
+
+def create_app(settings: Settings | None = None, *, exit_on_config_error: bool = False) -> Starlette:
+    """The Starlette app; the store opens and closes with the app's lifespan.
+
+    A process that serves only this app (`hypercorn tripchat.asgi:app`, `tripchat serve`)
+    passes `exit_on_config_error`, so an unreachable database ends it with one line.
+    """
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
@@ -129,7 +140,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ignore_sdk_leftovers(asyncio.get_running_loop())
         if settings.needs_api_key:
             logger.warning("OPENAI_API_KEY is not set: every reply will fail until it is")
-        store = await open_store(settings.db_url, pool_size=settings.db_pool_size)
+        try:
+            store = await open_store(settings.db_url, pool_size=settings.db_pool_size)
+        except ConfigError as exc:
+            if exit_on_config_error:
+                exit_at_start(exc)
+            raise
         client = openai_client(settings)
         warm = asyncio.create_task(warm_up())
         app.state.store = store
@@ -213,10 +229,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 def _app_from_env() -> Starlette:
     try:
-        return create_app()
+        return create_app(exit_on_config_error=True)
     except ConfigError as exc:
-        print(f"tripchat: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_at_start(exc)
 
 
 app = _app_from_env()

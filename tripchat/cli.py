@@ -20,14 +20,15 @@ from agents import Runner
 from openai.types.responses import ResponseTextDeltaEvent
 
 from .agent import configure_tracing, create_trip_planner_agent, openai_client
-from .config import ConfigError, Settings
+from .config import EXIT_USAGE, ConfigError, Settings
 from .memory import StoreSession
 from .migrate import migrate
 from .smoke import Smoke
 from .store import open_store
 from .tools import describe_tool_call
 
-EXIT_USAGE = 2
+
+KEEP_ALIVE_SECONDS = 75.0
 
 
 def _settings() -> Settings:
@@ -93,12 +94,11 @@ async def serve(host: str, port: int, certfile: str | None, keyfile: str | None)
     """Serve the app in this process, so SIGTERM drains replies instead of killing them."""
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
-    from hypercorn.utils import LifespanFailureError
 
     from .asgi import create_app
 
     settings = Settings.from_env()
-    app = create_app(settings)
+    app = create_app(settings, exit_on_config_error=True)
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.certfile = certfile
@@ -110,6 +110,9 @@ async def serve(host: str, port: int, certfile: str | None, keyfile: str | None)
     config.graceful_timeout = settings.shutdown_grace + 5
     # Hypercorn's default of 100 makes a burst of new connections wait for SYN retries.
     config.backlog = 2048
+    # Outlast the idle time-out of a proxy in front (60 s on common load balancers): a
+    # connection the server closes just as the proxy reuses it fails the user's request.
+    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -123,14 +126,7 @@ async def serve(host: str, port: int, certfile: str | None, keyfile: str | None)
         )
         drain.append(asyncio.create_task(app.state.server.drain(settings.shutdown_grace)))
 
-    try:
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
-    except LifespanFailureError as exc:
-        # The app could not start (say, the database is unreachable): report the cause
-        # in one line, as for any other configuration error, not Hypercorn's wrapper.
-        if isinstance(exc.__context__, ConfigError):
-            raise exc.__context__ from None
-        raise
+    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
     if drain:
         await drain[0]
     return 0

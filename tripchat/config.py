@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 DEFAULT_MODEL = "gpt-4.1"
 DEFAULT_DB_URL = "sqlite:///tripchat.db"
 OPENAI_HOSTS = ("api.openai.com",)
+EXIT_USAGE = 2
+"""The exit status for bad configuration, as for a command-line usage error."""
 
 
 class ConfigError(ValueError):
