@@ -346,7 +346,10 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
     async def _stream(
         self, request: StreamingReq, context: RequestContext
     ) -> AsyncGenerator[bytes, None]:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+        # Unbounded on purpose: a producer blocked on a full queue is cancelled outside the
+        # SDK's handler, which then never saves the partial reply, and could not queue the
+        # stream's last frames. A reply is bounded by the model's output; that bounds this.
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         producer = asyncio.create_task(self._produce(request, context, queue))
         self._producers.add(producer)
         producer.add_done_callback(self._producers.discard)
@@ -365,17 +368,18 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
     async def _produce(
         self, request: StreamingReq, context: RequestContext, queue: asyncio.Queue[bytes | None]
     ) -> None:
+        """Run the stream into `queue`; it only ever waits inside the SDK's pipeline."""
         try:
             async for event in self._process_streaming_impl(request, context):
-                await queue.put(_frame(self._serialize(event)))
+                queue.put_nowait(_frame(self._serialize(event)))
         except asyncio.CancelledError:
             if not self.draining:
                 return  # the client left; nobody reads the queue any more
-            await _offer(queue, self._error_frame("The server is restarting. Please retry."))
+            queue.put_nowait(self._error_frame("The server is restarting. Please retry."))
         except Exception:
             logger.exception("stream failed")
-            await _offer(queue, self._error_frame("Something went wrong. Please retry."))
-        await _offer(queue, None)
+            queue.put_nowait(self._error_frame("Something went wrong. Please retry."))
+        queue.put_nowait(None)
 
     def _error_frame(self, message: str) -> bytes:
         return _frame(self._serialize(ErrorEvent(code="custom", message=message, allow_retry=True)))
@@ -540,8 +544,3 @@ def _cancel_once(producer: asyncio.Task[None]) -> None:
 def _frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
-
-async def _offer(queue: asyncio.Queue[bytes | None], frame: bytes | None) -> None:
-    """Hand a final frame to the reader if it is still there; never block shutdown on it."""
-    with anyio.move_on_after(1.0):
-        await queue.put(frame)
