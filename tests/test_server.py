@@ -602,16 +602,22 @@ LAGGING_REPLY = "long one [tokens 3000] [delay 0.001]"
 LAG_SECONDS = 1.0
 
 
-@pytest.mark.usefixtures("tolerate_chatkit_task_leaks")
-async def test_a_reader_that_falls_behind_then_leaves_keeps_the_partial_reply(
-    chat: Chat,
-) -> None:
+async def _fall_behind(chat: Chat) -> tuple[StreamingResult, str]:
+    """Start the lagging reply, read a little, then stop reading as a slow network does."""
     result = await chat.server.process(
         request("threads.create", input=user_input(LAGGING_REPLY)), ALICE
     )
     assert isinstance(result, StreamingResult)
     thread_id = await _read_deltas(result.json_events, 5)
-    await anyio.sleep(LAG_SECONDS)  # a slow network: the events pile up unread
+    await anyio.sleep(LAG_SECONDS)
+    return result, thread_id
+
+
+@pytest.mark.usefixtures("tolerate_chatkit_task_leaks")
+async def test_a_reader_that_falls_behind_then_leaves_keeps_the_partial_reply(
+    chat: Chat,
+) -> None:
+    result, thread_id = await _fall_behind(chat)
     with anyio.fail_after(10):
         await result.json_events.aclose()
 
@@ -630,12 +636,7 @@ async def test_a_reader_that_falls_behind_then_leaves_keeps_the_partial_reply(
 async def test_a_reader_that_falls_behind_during_a_shutdown_gets_the_error_event(
     chat: Chat,
 ) -> None:
-    result = await chat.server.process(
-        request("threads.create", input=user_input(LAGGING_REPLY)), ALICE
-    )
-    assert isinstance(result, StreamingResult)
-    thread_id = await _read_deltas(result.json_events, 5)
-    await anyio.sleep(LAG_SECONDS)
+    result, thread_id = await _fall_behind(chat)
     with anyio.fail_after(10):
         await chat.server.drain(0)
         rest = [parse_frame(chunk) async for chunk in result.json_events]
