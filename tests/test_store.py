@@ -339,7 +339,7 @@ async def test_every_item_type_round_trips(store: SQLStore) -> None:
 
 async def test_unusual_text_round_trips(store: SQLStore) -> None:
     """Astral and right-to-left characters, big bodies, naive and offset times."""
-    odd = "tab\t «quotes» 'single' \\ emoji 🧳🇵🇹 rtl שלום \u2028 end"
+    odd = "tab\t «quotes» 'single' \\ \\u0000 \\\\u0000 emoji 🧳🇵🇹 rtl שלום \u2028 end"
     thread = await new_thread(store, title=odd, metadata={odd: [odd]})
     items = [
         message(thread.id, "msg_odd", odd),
@@ -370,6 +370,25 @@ async def test_nul_is_kept_or_replaced_never_an_error(store: SQLStore) -> None:
         thread.id, "msg_nul", stored
     )
     assert await store.load_session_items("nul", None) == [{"content": stored}]
+
+
+async def test_an_id_with_nul_is_not_found(store: SQLStore) -> None:
+    """A client can send any id; one PostgreSQL text cannot hold is just an unknown id."""
+    thread = await new_thread(store)
+    await store.add_thread_item(thread.id, message(thread.id, "msg_1", "hi"), ALICE)
+    odd = "thr\x00_x"
+    lookups = [
+        store.load_thread(odd, ALICE),
+        store.load_item(thread.id, "msg\x00", ALICE),
+        store.load_thread_items(odd, None, 10, "asc", ALICE),
+        store.load_thread_items(thread.id, "msg\x00", 10, "asc", ALICE),
+        store.load_threads(10, "\x00", "desc", ALICE),
+        store.delete_thread(odd, ALICE),
+    ]
+    for lookup in lookups:
+        with pytest.raises(NotFoundError):
+            await lookup
+    assert len(await all_items(store, thread.id)) == 1
 
 
 # -- threads ----------------------------------------------------------------------------

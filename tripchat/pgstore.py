@@ -19,6 +19,8 @@ from .config import ConfigError
 from .store import SCHEMA_VERSION, Row, SQLStore, load_schema
 
 _PLACEHOLDER = re.compile(r"\?")
+# A JSON `\u0000` escape, not the escaped backslash of a user's literal text "\u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 # Serialises schema set-up across processes that start together.
 _SCHEMA_LOCK = 7_311_020_251_125
 CONNECT_SECONDS = 10.0
@@ -87,20 +89,30 @@ class PostgresStore(SQLStore):
 
     def _json(self, text: str) -> str:
         # jsonb cannot hold U+0000; store the replacement character instead.
-        return text.replace("\\u0000", "\\ufffd")
+        return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if "u0000" in text else text
 
     async def _fetchall(self, sql: str, *args: Any) -> list[Row]:
-        return list(await self._pool.fetch(to_postgres(sql), *args))
+        return list(await self._pool.fetch(to_postgres(sql), *_text(args)))
 
     async def _fetchone(self, sql: str, *args: Any) -> Row | None:
-        row: Row | None = await self._pool.fetchrow(to_postgres(sql), *args)
+        row: Row | None = await self._pool.fetchrow(to_postgres(sql), *_text(args))
         return row
 
     async def _execute(self, sql: str, *args: Any) -> None:
-        await self._pool.execute(to_postgres(sql), *args)
+        await self._pool.execute(to_postgres(sql), *_text(args))
 
     async def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(to_postgres(sql), rows)
+            await conn.executemany(to_postgres(sql), [_text(row) for row in rows])
+
+
+def _text(args: Sequence[Any]) -> Sequence[Any]:
+    """Parameters as PostgreSQL text can hold them: U+0000 (say, in a client's id) as U+FFFD.
+
+    Ids we generate never hold either, so such an id is simply not found, as on SQLite.
+    """
+    if not any(isinstance(arg, str) and "\x00" in arg for arg in args):
+        return args
+    return [arg.replace("\x00", "\ufffd") if isinstance(arg, str) else arg for arg in args]
