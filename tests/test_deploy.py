@@ -31,7 +31,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-
 from chatkit_client import (
     SSEDecoder,
     add_message,
@@ -42,8 +41,10 @@ from chatkit_client import (
     message_texts,
     thread_id_of,
 )
+from conftest import POSTGRES_URL_VAR, empty_postgres, needs_postgres
 from openai_mock import OpenAIMock
 from servers import ServerProcess, app_env, procfile_argv
+
 from tripchat.config import Settings
 
 REPO = Path(__file__).parents[1]
@@ -150,24 +151,34 @@ def serve_and_chat(env: dict[str, str], workdir: Path, request: dict[str, Any]) 
     return thread_id
 
 
-@pytest.mark.slow
-def test_requirements_install_and_procfile_web_serve_from_an_empty_database(
-    openai_mock: OpenAIMock, tmp_path: Path
-) -> None:
-    venv = tmp_path / "venv"
+@pytest.fixture(scope="module")
+def buildpack_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv with `requirements.txt` installed, as a Python buildpack makes it."""
+    venv = tmp_path_factory.mktemp("buildpack") / "venv"
     run([sys.executable, "-m", "venv", str(venv)], VENV_SECONDS)
     python = str(venv / "bin" / "python")
     run([python, "-m", "pip", "install", "--quiet", "-r", "requirements.txt"], INSTALL_SECONDS,
         cwd=REPO)
-    db = tmp_path / "chat.db"
-    assert not db.exists()
-    # Only what the platform and the README give the process: no schema step before start.
-    env = {
-        "PATH": os.pathsep.join([str(venv / "bin"), os.defpath]),
+    return venv / "bin"
+
+
+def platform_env(bin_dir: Path, openai_mock: OpenAIMock, db_url: str) -> dict[str, str]:
+    """Only what the platform and the README give the process: no schema step before start."""
+    return {
+        "PATH": os.pathsep.join([str(bin_dir), os.defpath]),
         "OPENAI_BASE_URL": openai_mock.base_url,
         "OPENAI_API_KEY": "test",
-        "CHATKIT_DB_URL": f"sqlite:///{db}",
+        "CHATKIT_DB_URL": db_url,
     }
+
+
+@pytest.mark.slow
+def test_requirements_install_and_procfile_web_serve_from_an_empty_database(
+    buildpack_bin: Path, openai_mock: OpenAIMock, tmp_path: Path
+) -> None:
+    db = tmp_path / "chat.db"
+    assert not db.exists()
+    env = platform_env(buildpack_bin, openai_mock, f"sqlite:///{db}")
     thread_id = serve_and_chat(env, tmp_path, create_thread(unique("[tokens 10]")))
     # A second start on the same file applies the schema again, harmlessly.
     again = serve_and_chat(env, tmp_path, add_message(thread_id, unique("[tokens 10]")))
@@ -177,6 +188,20 @@ def test_requirements_install_and_procfile_web_serve_from_an_empty_database(
     ] * 2
     assert pragma(db, "user_version") == 1
     assert pragma(db, "integrity_check") == "ok"
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_the_buildpack_install_serves_on_the_platforms_database_url(
+    buildpack_bin: Path, openai_mock: OpenAIMock, tmp_path: Path
+) -> None:
+    """Platforms hand out `postgres://...` in DATABASE_URL: set as is, it must just work."""
+    url = os.environ[POSTGRES_URL_VAR].replace("postgresql://", "postgres://", 1)
+    anyio.run(empty_postgres, url)
+    env = platform_env(buildpack_bin, openai_mock, url)
+    thread_id = serve_and_chat(env, tmp_path, create_thread(unique("[tokens 10]")))
+    again = serve_and_chat(env, tmp_path, add_message(thread_id, unique("[tokens 10]")))
+    assert again == thread_id
 
 
 # -- a graceful restart -----------------------------------------------------------------------

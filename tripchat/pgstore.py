@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 
 from .config import ConfigError
 from .store import SCHEMA_VERSION, Row, SQLStore, load_schema
