@@ -131,6 +131,9 @@ def test_supported_db_urls(url: str) -> None:
         ("CHATKIT_DB_URL", "sqlite:///"),
         ("CHATKIT_DB_URL", "postgresql:///trips"),
         ("CHATKIT_DB_URL", "postgresql://[x/trips"),
+        ("CHATKIT_DB_URL", "postgresql://u@db:abc/trips"),
+        ("CHATKIT_DB_URL", "postgresql://u@db:99999/trips"),
+        ("OPENAI_BASE_URL", "http://127.0.0.1:99999/v1"),
         ("CHATKIT_MAX_BODY_BYTES", "-1"),
         ("CHATKIT_MAX_BODY_BYTES", "100"),
         ("CHATKIT_MAX_BODY_BYTES", "inf"),
@@ -145,6 +148,13 @@ def test_supported_db_urls(url: str) -> None:
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_a_bad_database_url_is_reported_without_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CHATKIT_DB_URL": "mysql://root:hunter2@db/trips"})
+    assert "hunter2" not in str(caught.value)
+    assert "mysql://root:***@db/trips" in str(caught.value)
 
 
 def _variables_read_by_config() -> set[str]:

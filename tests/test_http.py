@@ -9,6 +9,7 @@ take down the other streams of an HTTP/2 connection (hypercorn issue 329), and t
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -353,11 +354,32 @@ async def test_plain_hypercorn_command_serves_a_turn(
     assert turn.http_version == "HTTP/1.1"
 
 
+def run_to_exit(
+    argv: list[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run a server command that should give up at start; its output once it has."""
+    return subprocess.run(
+        argv,
+        check=False,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_SECONDS * 2,
+    )
+
+
 @pytest.mark.parametrize(
     "command", ["tripchat serve", "hypercorn", "hypercorn --workers 0"]
 )
 @pytest.mark.parametrize(
-    "database", ["unreachable postgresql", "sqlite in a missing folder"]
+    "database",
+    [
+        "unreachable postgresql",
+        "refused postgresql option",
+        "sqlite in a missing folder",
+    ],
 )
 def test_a_database_that_cannot_open_ends_the_server_in_one_line(
     command: str, database: str, tmp_path: Path
@@ -380,22 +402,14 @@ def test_a_database_that_cannot_open_ends_the_server_in_one_line(
         argv += ["--bind", f"{HOST}:{port}"]
     db_url = {
         "unreachable postgresql": f"postgresql://tripchat@{HOST}:{free_port()}/tripchat",
+        "refused postgresql option": f"postgresql://tripchat@{HOST}:{free_port()}/t?sslmode=no",
         "sqlite in a missing folder": f"sqlite:///{tmp_path / 'missing' / 'chat.db'}",
     }[database]
     env = minimal_env(
         app_env("http://127.0.0.1:9/v1", tmp_path / "unused.db", CHATKIT_DB_URL=db_url)
     )
     start = time.monotonic()
-    result = subprocess.run(
-        argv,
-        check=False,
-        env=env,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=EXIT_SECONDS * 2,
-    )
+    result = run_to_exit(argv, env, tmp_path)
     assert time.monotonic() - start < EXIT_SECONDS, (
         "the server took too long to give up"
     )
@@ -405,6 +419,17 @@ def test_a_database_that_cannot_open_ends_the_server_in_one_line(
     if command != "hypercorn":
         # Hypercorn 0.18's worker pool reports 0 whatever its worker's status.
         assert result.returncode == 2, result
+
+
+def test_a_port_in_use_ends_tripchat_serve_in_one_line(tmp_path: Path) -> None:
+    with socket.create_server((HOST, 0)) as taken:
+        port = taken.getsockname()[1]
+        env = minimal_env(app_env("http://127.0.0.1:9/v1", tmp_path / "chat.db"))
+        result = run_to_exit(serve_argv(port), env, tmp_path)
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == [
+        f"tripchat: cannot listen on {HOST}:{port}: Address already in use"
+    ]
 
 
 async def test_procfile_web_command_serves_a_turn(

@@ -12,7 +12,15 @@ import pytest
 from chatkit.store import NotFoundError
 from chatkit.types import ThreadMetadata
 from conftest import POSTGRES_URL_VAR, empty_postgres, needs_postgres
-from test_store import ALICE, BOB, add_messages, all_items, every_item_type, file_attachment
+from test_store import (
+    ALICE,
+    BOB,
+    add_messages,
+    all_items,
+    every_item_type,
+    file_attachment,
+    message,
+)
 
 from tripchat.context import RequestContext
 from tripchat.store import SQLStore, open_store
@@ -29,7 +37,10 @@ async def fill(store: SQLStore) -> None:
         user = ALICE if n % 3 else BOB
         thread_id = store.generate_thread_id(user)
         await store.save_thread(
-            ThreadMetadata(id=thread_id, created_at=datetime(2025, 4, 1), title=f"trip {n}"), user
+            ThreadMetadata(
+                id=thread_id, created_at=datetime(2025, 4, 1), title=f"trip {n}"
+            ),
+            user,
         )
         for item in every_item_type(thread_id):
             await store.add_thread_item(thread_id, item, user)
@@ -55,8 +66,12 @@ async def snapshot(store: SQLStore) -> dict[str, object]:
             )
             for thread in threads
         ]
-    seen["attachments"] = [await store.load_attachment(f"atc_{n}", ALICE) for n in range(24) if n % 3]
-    seen["sessions"] = [await store.load_session_items(f"cli_{n}", None) for n in range(3)]
+    seen["attachments"] = [
+        await store.load_attachment(f"atc_{n}", ALICE) for n in range(24) if n % 3
+    ]
+    seen["sessions"] = [
+        await store.load_session_items(f"cli_{n}", None) for n in range(3)
+    ]
     return seen
 
 
@@ -91,3 +106,36 @@ async def test_migrate_sqlite_to_postgres_twice(tmp_path: Path) -> None:
         await add_messages(store, thread.id, 1)
         with pytest.raises(NotFoundError):
             await store.load_thread(thread.id, RequestContext("mallory"))
+
+
+async def test_a_second_run_catches_up_on_what_changed_in_between(
+    tmp_path: Path,
+) -> None:
+    """Turns go on while the first copy runs: the re-run before the switch brings them over."""
+    source = f"sqlite:///{tmp_path}/old.db"
+    target = os.environ[POSTGRES_URL_VAR]
+    await empty_postgres(target)
+    async with await open_store(source) as store:
+        await fill(store)
+    assert run_migrate(source, target).returncode == 0
+
+    async with await open_store(source) as store:
+        thread = (await store.load_threads(1, None, "desc", ALICE)).data[0]
+        thread.title = "renamed after the first copy"
+        await store.save_thread(thread, ALICE)
+        edited = message(thread.id, "msg_0000", "edited after the first copy")
+        await store.save_item(thread.id, edited, ALICE)
+        await store.save_feedback(thread.id, ["msg_0001"], "negative", ALICE)
+        await store.add_thread_item(
+            thread.id, message(thread.id, "msg_new", "a new turn"), ALICE
+        )
+        await store.add_session_items(
+            "cli_0", [{"role": "user", "content": "one more"}]
+        )
+        expected = await snapshot(store)
+
+    done = run_migrate(source, target)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "both sides hold the same numbers" in done.stdout
+    async with await open_store(target) as store:
+        assert await snapshot(store) == expected

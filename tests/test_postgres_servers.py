@@ -2,8 +2,7 @@
 
 A conversation moves freely between the servers (its history comes from the shared
 database), owners stay separated, a burst of concurrent turns lands intact and in order,
-servers that start together race safely to create the schema, and an unreachable
-database stops `tripchat serve` with one line instead of a traceback.
+and servers that start together race safely to create the schema.
 """
 
 from __future__ import annotations

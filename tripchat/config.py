@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 DEFAULT_MODEL = "gpt-4.1"
 DEFAULT_DB_URL = "sqlite:///tripchat.db"
 OPENAI_HOSTS = ("api.openai.com",)
+_PASSWORD = re.compile(r"(//[^:/@]*:)[^@/]*@")
 EXIT_USAGE = 2
 """The exit status for bad configuration, as for a command-line usage error."""
 
@@ -56,24 +58,35 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     return int(value)
 
 
-def _hostname(url: str) -> str | None:
-    """The URL's host; None when it has none or cannot be parsed (an unclosed IPv6 bracket)."""
+def _has_host(url: str) -> bool:
+    """Whether the URL names a host, and a valid port if any (not `:abc`, `:99999`, `[::1`)."""
     try:
-        return urlsplit(url).hostname
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
     except ValueError:
-        return None
+        return False
+    return bool(parts.hostname)
+
+
+def _without_password(url: str) -> str:
+    """The URL fit for a log line: a password in it becomes `***`."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 def check_db_url(url: str) -> str:
     """Accept the URL schemes a store exists for; anything else names CHATKIT_DB_URL."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme == "sqlite" and url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+    if (
+        scheme == "sqlite"
+        and url.startswith("sqlite:///")
+        and len(url) > len("sqlite:///")
+    ):
         return url
-    if scheme in ("postgresql", "postgres") and _hostname(url):
+    if scheme in ("postgresql", "postgres") and _has_host(url):
         return url
     raise ConfigError(
         "CHATKIT_DB_URL must be sqlite:///path/to/file.db, sqlite:///:memory: or "
-        f"postgresql://user:password@host:port/database, got {url!r}"
+        f"postgresql://user:password@host:port/database, got {_without_password(url)!r}"
     )
 
 
@@ -117,7 +130,7 @@ class Settings:
         base_url = env.get("OPENAI_BASE_URL", "").strip() or None
         if base_url is not None:
             scheme = base_url.split(":", 1)[0].lower()
-            if scheme not in ("http", "https") or not _hostname(base_url):
+            if scheme not in ("http", "https") or not _has_host(base_url):
                 raise ConfigError(
                     f"OPENAI_BASE_URL must be an http(s) URL such as "
                     f"http://127.0.0.1:8080/v1, got {base_url!r}"
@@ -126,9 +139,13 @@ class Settings:
         db_url = check_db_url(env.get("CHATKIT_DB_URL", "").strip() or DEFAULT_DB_URL)
         user_header = env.get("CHATKIT_USER_HEADER", "").strip() or "X-User-Id"
         if not user_header.replace("-", "").isalnum():
-            raise ConfigError(f"CHATKIT_USER_HEADER must be a header name, got {user_header!r}")
+            raise ConfigError(
+                f"CHATKIT_USER_HEADER must be a header name, got {user_header!r}"
+            )
         origins = tuple(
-            o.strip() for o in env.get("CHATKIT_CORS_ORIGINS", "").split(",") if o.strip()
+            o.strip()
+            for o in env.get("CHATKIT_CORS_ORIGINS", "").split(",")
+            if o.strip()
         )
         settings = cls(
             openai_api_key=env.get("OPENAI_API_KEY", "").strip() or None,
@@ -147,5 +164,7 @@ class Settings:
             shutdown_grace=_number(env, "CHATKIT_SHUTDOWN_GRACE", 20.0, 0.0),
             db_pool_size=_int(env, "CHATKIT_DB_POOL_SIZE", 10, 1),
         )
-        tracing_default = settings.uses_openai_platform and settings.openai_api_key is not None
+        tracing_default = (
+            settings.uses_openai_platform and settings.openai_api_key is not None
+        )
         return replace(settings, tracing=_bool(env, "CHATKIT_TRACING", tracing_default))

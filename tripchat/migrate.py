@@ -1,14 +1,16 @@
 """Move a deployment between databases: `tripchat migrate --from URL --to URL`.
 
 Copies every thread, item, attachment record, feedback and agent session in key order
-and in batches, keeping ids and order. Rows already in the target are skipped, so an
-interrupted or repeated run is safe. Ends by comparing row counts on both sides.
+and in batches, keeping ids and order. Rows already in the target are updated in place,
+so an interrupted or repeated run is safe and catches up on what changed in between
+(deletions excepted: the count check then shows them). Ends by comparing row counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from .config import ConfigError
 from .store import COPY_TABLES, SQLStore, first_key, open_store
 
 
@@ -33,11 +35,26 @@ async def copy_sessions(source: SQLStore, target: SQLStore) -> int:
     return copied
 
 
+async def _open(db_url: str, flag: str) -> SQLStore:
+    """The store for a command-line URL; its errors name the flag, not the variable."""
+    try:
+        return await open_store(db_url)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("CHATKIT_DB_URL", flag, 1)) from None
+
+
 async def migrate(
-    source_url: str, target_url: str, *, batch: int = 500, say: Callable[[str], None] = print
+    source_url: str,
+    target_url: str,
+    *,
+    batch: int = 500,
+    say: Callable[[str], None] = print,
 ) -> bool:
     """Copy everything from source to target; True when both sides then hold the same counts."""
-    async with await open_store(source_url) as source, await open_store(target_url) as target:
+    async with (
+        await _open(source_url, "--from") as source,
+        await _open(target_url, "--to") as target,
+    ):
         for table in COPY_TABLES:
             say(f"{table}: {await copy_table(source, target, table, batch)} rows read")
         say(f"agent_messages: {await copy_sessions(source, target)} rows added")

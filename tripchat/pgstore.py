@@ -60,7 +60,14 @@ class PostgresStore(SQLStore):
                 timeout=CONNECT_SECONDS,
                 command_timeout=60,
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        # ValueError: a parameter asyncpg refuses (say, `?sslmode=bogus`).
+        except (
+            OSError,
+            TimeoutError,
+            ValueError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as exc:
             raise ConfigError(
                 f"CHATKIT_DB_URL: cannot connect to PostgreSQL at "
                 f"{where.hostname}:{where.port or 5432}: {exc}"
@@ -69,7 +76,9 @@ class PostgresStore(SQLStore):
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                 version = None
-                if await conn.fetchval("SELECT to_regclass('tripchat_meta') IS NOT NULL"):
+                if await conn.fetchval(
+                    "SELECT to_regclass('tripchat_meta') IS NOT NULL"
+                ):
                     version = await conn.fetchval(
                         "SELECT value FROM tripchat_meta WHERE key = 'schema_version'"
                     )
@@ -115,4 +124,6 @@ def _text(args: Sequence[Any]) -> Sequence[Any]:
     """
     if not any(isinstance(arg, str) and "\x00" in arg for arg in args):
         return args
-    return [arg.replace("\x00", "\ufffd") if isinstance(arg, str) else arg for arg in args]
+    return [
+        arg.replace("\x00", "\ufffd") if isinstance(arg, str) else arg for arg in args
+    ]

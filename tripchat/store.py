@@ -9,6 +9,7 @@ HTTP or of the model; it reads only `context.user_id`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import uuid
@@ -187,7 +188,9 @@ class SQLStore(Store[HasUserId], ABC):
         order: str,
         context: HasUserId,
     ) -> Page[ThreadItem]:
-        return await self._items_page(thread_id, after, limit, order, context, hidden=True)
+        return await self._items_page(
+            thread_id, after, limit, order, context, hidden=True
+        )
 
     async def load_visible_items(
         self,
@@ -198,7 +201,9 @@ class SQLStore(Store[HasUserId], ABC):
         context: HasUserId,
     ) -> Page[ThreadItem]:
         """A page of what the user sees: hidden context items are skipped, not counted."""
-        return await self._items_page(thread_id, after, limit, order, context, hidden=False)
+        return await self._items_page(
+            thread_id, after, limit, order, context, hidden=False
+        )
 
     async def _items_page(
         self,
@@ -238,11 +243,15 @@ class SQLStore(Store[HasUserId], ABC):
             await self._check_owner(thread_id, context)
         return _page(rows, limit, _ITEM.validate_json)
 
-    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: HasUserId) -> None:
+    async def add_thread_item(
+        self, thread_id: str, item: ThreadItem, context: HasUserId
+    ) -> None:
         # An upsert: the SDK re-emits a workflow carried over from the last turn.
         await self.save_item(thread_id, item, context)
 
-    async def save_item(self, thread_id: str, item: ThreadItem, context: HasUserId) -> None:
+    async def save_item(
+        self, thread_id: str, item: ThreadItem, context: HasUserId
+    ) -> None:
         await self._one(
             f"Thread {thread_id} not found",
             "INSERT INTO chatkit_items (thread_id, item_id, item_type, item_data) "
@@ -258,7 +267,9 @@ class SQLStore(Store[HasUserId], ABC):
             context.user_id,
         )
 
-    async def load_item(self, thread_id: str, item_id: str, context: HasUserId) -> ThreadItem:
+    async def load_item(
+        self, thread_id: str, item_id: str, context: HasUserId
+    ) -> ThreadItem:
         row = await self._one(
             f"Item {item_id} not found in thread {thread_id}",
             "SELECT i.item_data FROM chatkit_items i JOIN chatkit_threads t "
@@ -270,7 +281,9 @@ class SQLStore(Store[HasUserId], ABC):
         )
         return _ITEM.validate_json(row[0])
 
-    async def delete_thread_item(self, thread_id: str, item_id: str, context: HasUserId) -> None:
+    async def delete_thread_item(
+        self, thread_id: str, item_id: str, context: HasUserId
+    ) -> None:
         # Idempotent for a missing item: the SDK removes items it may never have saved.
         await self._check_owner(thread_id, context)
         await self._execute(
@@ -331,7 +344,9 @@ class SQLStore(Store[HasUserId], ABC):
             self._json(_ATTACHMENT.dump_json(attachment).decode()),
         )
 
-    async def load_attachment(self, attachment_id: str, context: HasUserId) -> Attachment:
+    async def load_attachment(
+        self, attachment_id: str, context: HasUserId
+    ) -> Attachment:
         row = await self._one(
             f"Attachment {attachment_id} not found",
             "SELECT attachment_data FROM chatkit_attachments "
@@ -370,7 +385,10 @@ class SQLStore(Store[HasUserId], ABC):
         )
         await self._executemany(
             "INSERT INTO agent_messages (session_id, message_data) VALUES (?, ?)",
-            [(session_id, self._json(json.dumps(item, ensure_ascii=False))) for item in items],
+            [
+                (session_id, self._json(json.dumps(item, ensure_ascii=False)))
+                for item in items
+            ],
         )
 
     async def pop_session_item(self, session_id: str) -> Any | None:
@@ -384,7 +402,9 @@ class SQLStore(Store[HasUserId], ABC):
 
     async def clear_session(self, session_id: str) -> None:
         """Forget an agent session and its messages."""
-        await self._execute("DELETE FROM agent_sessions WHERE session_id = ?", session_id)
+        await self._execute(
+            "DELETE FROM agent_sessions WHERE session_id = ?", session_id
+        )
 
     # -- moving a deployment between databases -----------------------------
 
@@ -398,7 +418,10 @@ class SQLStore(Store[HasUserId], ABC):
         await self._executemany(
             spec.import_sql,
             [
-                [self._json(v) if i == spec.json_column else v for i, v in enumerate(row[1:])]
+                [
+                    self._json(v) if i == spec.json_column else v
+                    for i, v in enumerate(row[1:])
+                ]
                 for row in rows
             ],
         )
@@ -417,7 +440,9 @@ class SQLStore(Store[HasUserId], ABC):
 
     async def session_ids(self) -> list[str]:
         """Every agent session id, oldest first."""
-        rows = await self._fetchall("SELECT session_id FROM agent_sessions ORDER BY created_at")
+        rows = await self._fetchall(
+            "SELECT session_id FROM agent_sessions ORDER BY created_at"
+        )
         return [row[0] for row in rows]
 
     # -- helpers ------------------------------------------------------------
@@ -449,7 +474,7 @@ class SQLStore(Store[HasUserId], ABC):
 
 @dataclass(frozen=True)
 class _CopySpec:
-    """How one table is exported in key order and imported idempotently."""
+    """How one table is exported in key order and upserted: a re-run catches up on edits."""
 
     export_sql: str
     import_sql: str
@@ -462,7 +487,7 @@ _COPY: dict[str, _CopySpec] = {
         "SELECT id, thread_id, user_id, thread_data FROM chatkit_threads "
         "WHERE id > ? ORDER BY id LIMIT ?",
         "INSERT INTO chatkit_threads (thread_id, user_id, thread_data) VALUES (?, ?, ?) "
-        "ON CONFLICT (thread_id) DO NOTHING",
+        "ON CONFLICT (thread_id) DO UPDATE SET thread_data = excluded.thread_data",
         0,
         2,
     ),
@@ -470,7 +495,8 @@ _COPY: dict[str, _CopySpec] = {
         "SELECT id, thread_id, item_id, item_type, item_data FROM chatkit_items "
         "WHERE id > ? ORDER BY id LIMIT ?",
         "INSERT INTO chatkit_items (thread_id, item_id, item_type, item_data) "
-        "VALUES (?, ?, ?, ?) ON CONFLICT (thread_id, item_id) DO NOTHING",
+        "VALUES (?, ?, ?, ?) ON CONFLICT (thread_id, item_id) "
+        "DO UPDATE SET item_type = excluded.item_type, item_data = excluded.item_data",
         0,
         3,
     ),
@@ -478,7 +504,8 @@ _COPY: dict[str, _CopySpec] = {
         "SELECT attachment_id, attachment_id, user_id, thread_id, attachment_data "
         "FROM chatkit_attachments WHERE attachment_id > ? ORDER BY attachment_id LIMIT ?",
         "INSERT INTO chatkit_attachments (attachment_id, user_id, thread_id, attachment_data) "
-        "VALUES (?, ?, ?, ?) ON CONFLICT (attachment_id) DO NOTHING",
+        "VALUES (?, ?, ?, ?) ON CONFLICT (attachment_id) "
+        "DO UPDATE SET attachment_data = excluded.attachment_data",
         "",
         3,
     ),
@@ -536,6 +563,10 @@ def sqlite_path(db_url: str) -> str:
     return check_db_url(db_url).removeprefix("sqlite:///")
 
 
+def _try_open(path: str) -> None:
+    sqlite3.connect(path).close()
+
+
 class SQLiteStore(SQLStore):
     """The embedded default: one aiosqlite connection in autocommit, WAL journal.
 
@@ -553,11 +584,14 @@ class SQLiteStore(SQLStore):
         """Open (creating if needed) the database and apply `schema.sql`."""
         path = sqlite_path(db_url)
         try:
-            conn = await aiosqlite.connect(path, isolation_level=None)
+            # Tried synchronously first: a failed aiosqlite connect leaves its worker thread
+            # to report to the event loop, which may be closed by then (a traceback at exit).
+            await asyncio.to_thread(_try_open, path)
         except sqlite3.Error as exc:
             raise ConfigError(
                 f"CHATKIT_DB_URL: cannot open SQLite database {path}: {exc}"
             ) from None
+        conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             await conn.execute("PRAGMA busy_timeout = 10000")
             await conn.execute("PRAGMA journal_mode = WAL")
