@@ -71,6 +71,8 @@ class RecordedRequest:
     """The HTTP status sent; 0 until the headers are out."""
     deltas_sent: int = 0
     """Text deltas written (for a non-streamed reply: the pieces of its text)."""
+    last_delta_at: float = 0.0
+    """`time.monotonic()` when the last text delta was written."""
     disconnected: bool = False
     """The client went away before the reply was complete."""
     done: bool = False
@@ -181,8 +183,11 @@ class Turn:
     ends_with_user: bool = False
 
 
-def _turn(items: Iterable[object], is_user: Callable[[dict[str, Any]], bool],
-          tool_output: Callable[[dict[str, Any]], str | None]) -> Turn:
+def _turn(
+    items: Iterable[object],
+    is_user: Callable[[dict[str, Any]], bool],
+    tool_output: Callable[[dict[str, Any]], str | None],
+) -> Turn:
     user_text: str | None = None
     outputs: list[str] = []
     ends_with_user = False
@@ -204,9 +209,14 @@ def responses_turn(body: dict[str, Any]) -> Turn:
         return Turn(items, (), True)
     return _turn(
         items if isinstance(items, list) else (),
-        lambda item: item.get("role") == "user" and item.get("type", "message") == "message",
-        lambda item: _text(item.get("output"))
-        if item.get("type") == "function_call_output" else None,
+        lambda item: (
+            item.get("role") == "user" and item.get("type", "message") == "message"
+        ),
+        lambda item: (
+            _text(item.get("output"))
+            if item.get("type") == "function_call_output"
+            else None
+        ),
     )
 
 
@@ -260,8 +270,9 @@ class Plan:
         return len(self.deltas) + sum(len(c.arguments) // 4 + 1 for c in self.calls)
 
 
-def make_plan(turn: Turn, directives: Directives, tokens: int, delay: float,
-              input_tokens: int) -> Plan:
+def make_plan(
+    turn: Turn, directives: Directives, tokens: int, delay: float, input_tokens: int
+) -> Plan:
     """Decide between function calls and text, following the directives."""
     count = tokens if directives.tokens is None else directives.tokens
     words = tuple(f"w{i} " for i in range(count))
@@ -307,26 +318,36 @@ class _Writer:
         self.record = record
         self.finished = False
 
-    async def start(self, status: int, content_type: str,
-                    extra: Iterable[tuple[str, str]] = ()) -> None:
-        headers = [("content-type", content_type), ("x-request-id", _new_id("req_")), *extra]
+    async def start(
+        self, status: int, content_type: str, extra: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        headers = [
+            ("content-type", content_type),
+            ("x-request-id", _new_id("req_")),
+            *extra,
+        ]
         if content_type.startswith("text/event-stream"):
             headers.append(("cache-control", "no-cache"))
-        await self._send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(k.encode(), v.encode()) for k, v in headers],
-        })
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode(), v.encode()) for k, v in headers],
+            }
+        )
         self.record.status = status
 
     async def body(self, data: bytes, *, more: bool = True) -> None:
         # Set before sending: a client that hangs up once it has everything
         # (the Agents SDK closes at response.completed) did not cut the reply short.
         self.finished = not more
-        await self._send({"type": "http.response.body", "body": data, "more_body": more})
+        await self._send(
+            {"type": "http.response.body", "body": data, "more_body": more}
+        )
 
-    async def json(self, status: int, payload: object,
-                   extra: Iterable[tuple[str, str]] = ()) -> None:
+    async def json(
+        self, status: int, payload: object, extra: Iterable[tuple[str, str]] = ()
+    ) -> None:
         await self.start(status, "application/json", extra)
         await self.body(json.dumps(payload).encode(), more=False)
 
@@ -343,6 +364,7 @@ class _Writer:
                 await anyio.sleep(plan.delay)
             await self.body(encode(delta))
             self.record.deltas_sent += 1
+            self.record.last_delta_at = time.monotonic()
 
 
 class _ResponsesEvents:
@@ -367,14 +389,25 @@ def _output_text(text: str) -> dict[str, Any]:
 
 def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     content = [_output_text(text)] if status == "completed" else []
-    return {"id": item_id, "type": "message", "status": status, "role": "assistant",
-            "content": content}
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
 
 
 def _function_item(call: ToolCall, status: str) -> dict[str, Any]:
     arguments = call.arguments if status == "completed" else ""
-    return {"id": call.item_id, "type": "function_call", "status": status,
-            "arguments": arguments, "call_id": call.call_id, "name": call.name}
+    return {
+        "id": call.item_id,
+        "type": "function_call",
+        "status": status,
+        "arguments": arguments,
+        "call_id": call.call_id,
+        "name": call.name,
+    }
 
 
 class _Response:
@@ -453,27 +486,50 @@ class _Response:
     async def _stream_message(self, events: _ResponsesEvents, writer: _Writer) -> None:
         place = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
         text = self.plan.text
-        await events.emit("response.output_item.added", output_index=0,
-                          item=_message_item(self.message_id, "", "in_progress"))
+        await events.emit(
+            "response.output_item.added",
+            output_index=0,
+            item=_message_item(self.message_id, "", "in_progress"),
+        )
         await events.emit("response.content_part.added", **place, part=_output_text(""))
-        await writer.texts(self.plan, lambda delta: events.encode(
-            "response.output_text.delta", **place, delta=delta, logprobs=[]))
+        await writer.texts(
+            self.plan,
+            lambda delta: events.encode(
+                "response.output_text.delta", **place, delta=delta, logprobs=[]
+            ),
+        )
         await events.emit("response.output_text.done", **place, text=text, logprobs=[])
-        await events.emit("response.content_part.done", **place, part=_output_text(text))
-        await events.emit("response.output_item.done", output_index=0,
-                          item=_message_item(self.message_id, text, "completed"))
+        await events.emit(
+            "response.content_part.done", **place, part=_output_text(text)
+        )
+        await events.emit(
+            "response.output_item.done",
+            output_index=0,
+            item=_message_item(self.message_id, text, "completed"),
+        )
 
     @staticmethod
-    async def _stream_call(events: _ResponsesEvents, index: int, call: ToolCall) -> None:
+    async def _stream_call(
+        events: _ResponsesEvents, index: int, call: ToolCall
+    ) -> None:
         place = {"item_id": call.item_id, "output_index": index}
-        await events.emit("response.output_item.added", output_index=index,
-                          item=_function_item(call, "in_progress"))
+        await events.emit(
+            "response.output_item.added",
+            output_index=index,
+            item=_function_item(call, "in_progress"),
+        )
         for chunk in call.argument_chunks():
-            await events.emit("response.function_call_arguments.delta", **place, delta=chunk)
-        await events.emit("response.function_call_arguments.done", **place,
-                          arguments=call.arguments)
-        await events.emit("response.output_item.done", output_index=index,
-                          item=_function_item(call, "completed"))
+            await events.emit(
+                "response.function_call_arguments.delta", **place, delta=chunk
+            )
+        await events.emit(
+            "response.function_call_arguments.done", **place, arguments=call.arguments
+        )
+        await events.emit(
+            "response.output_item.done",
+            output_index=index,
+            item=_function_item(call, "completed"),
+        )
 
 
 class _ChatCompletion:
@@ -485,7 +541,9 @@ class _ChatCompletion:
         self.created = int(time.time())
         self.model = body.get("model") or "gpt-4.1"
         options = body.get("stream_options")
-        self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.include_usage = (
+            isinstance(options, dict) and options.get("include_usage") is True
+        )
 
     @property
     def finish_reason(self) -> str:
@@ -499,32 +557,60 @@ class _ChatCompletion:
             "total_tokens": plan.input_tokens + plan.output_tokens,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0, "audio_tokens": 0,
-                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
             },
         }
 
     def _envelope(self, kind: str) -> dict[str, Any]:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
-                "system_fingerprint": "fp_openai_mock", "service_tier": "default"}
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "fp_openai_mock",
+            "service_tier": "default",
+        }
 
     def whole(self) -> dict[str, Any]:
         """The non-streamed ``chat.completion`` object."""
         calls = [
-            {"id": c.call_id, "type": "function",
-             "function": {"name": c.name, "arguments": c.arguments}}
+            {
+                "id": c.call_id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
             for c in self.plan.calls
         ]
-        message = {"role": "assistant", "content": None if calls else self.plan.text,
-                   "refusal": None, "annotations": []}
+        message = {
+            "role": "assistant",
+            "content": None if calls else self.plan.text,
+            "refusal": None,
+            "annotations": [],
+        }
         if calls:
             message["tool_calls"] = calls
-        choice = {"index": 0, "message": message, "logprobs": None,
-                  "finish_reason": self.finish_reason}
-        return {**self._envelope("chat.completion"), "choices": [choice], "usage": self.usage()}
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": self.finish_reason,
+        }
+        return {
+            **self._envelope("chat.completion"),
+            "choices": [choice],
+            "usage": self.usage(),
+        }
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        choice = {
+            "index": 0,
+            "delta": delta,
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
         payload = {**self._envelope("chat.completion.chunk"), "choices": [choice]}
         if self.include_usage:
             payload["usage"] = None
@@ -534,13 +620,21 @@ class _ChatCompletion:
         """Send chunks as the Chat Completions API does, ending with ``[DONE]``."""
         plan = self.plan
         await writer.start(200, "text/event-stream; charset=utf-8")
-        first = {"role": "assistant", "content": None if plan.calls else "", "refusal": None}
+        first = {
+            "role": "assistant",
+            "content": None if plan.calls else "",
+            "refusal": None,
+        }
         await writer.body(self.chunk(first))
         if plan.stall:
             await anyio.sleep(plan.stall)
         for index, call in enumerate(plan.calls):
-            head = {"index": index, "id": call.call_id, "type": "function",
-                    "function": {"name": call.name, "arguments": ""}}
+            head = {
+                "index": index,
+                "id": call.call_id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
             await writer.body(self.chunk({"tool_calls": [head]}))
             for piece in call.argument_chunks():
                 part = {"index": index, "function": {"arguments": piece}}
@@ -548,8 +642,11 @@ class _ChatCompletion:
         await writer.texts(plan, lambda delta: self.chunk({"content": delta}))
         await writer.body(self.chunk({}, self.finish_reason))
         if self.include_usage:
-            usage_chunk = {**self._envelope("chat.completion.chunk"), "choices": [],
-                           "usage": self.usage()}
+            usage_chunk = {
+                **self._envelope("chat.completion.chunk"),
+                "choices": [],
+                "usage": self.usage(),
+            }
             await writer.body(_sse(usage_chunk))
         await writer.body(b"data: [DONE]\n\n", more=False)
 
@@ -572,8 +669,9 @@ async def _read_body(receive: ASGIReceiveCallable) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _until_disconnect(receive: ASGIReceiveCallable, writer: _Writer,
-                            scope: anyio.CancelScope) -> None:
+async def _until_disconnect(
+    receive: ASGIReceiveCallable, writer: _Writer, scope: anyio.CancelScope
+) -> None:
     """Stop the reply the moment the client goes away, and say so in the record."""
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -625,8 +723,11 @@ class OpenAIMock:
         self._port = sock.getsockname()[1]
         self._socket = sock
 
-    async def serve(self, shutdown_trigger: Callable[[], Awaitable[object]],
-                    on_ready: Callable[[], None] = lambda: None) -> None:
+    async def serve(
+        self,
+        shutdown_trigger: Callable[[], Awaitable[object]],
+        on_ready: Callable[[], None] = lambda: None,
+    ) -> None:
         """Serve on the current event loop until shutdown_trigger returns."""
         self.listen()
         assert self._socket is not None
@@ -691,18 +792,25 @@ class OpenAIMock:
         if thread.is_alive():
             raise RuntimeError("OpenAIMock did not stop in time")
         if self._thread_error is not None:
-            raise RuntimeError("OpenAIMock crashed while serving") from self._thread_error
+            raise RuntimeError(
+                "OpenAIMock crashed while serving"
+            ) from self._thread_error
 
     def __enter__(self) -> OpenAIMock:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
-    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable,
-                       send: ASGISendCallable) -> None:
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         """The ASGI entry point."""
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
@@ -714,14 +822,18 @@ class OpenAIMock:
             return
         method, path = scope["method"], scope["path"]
         if path.startswith("/_mock/"):
-            await self._control(method, path, _Writer(send, RecordedRequest(path, None)))
+            await self._control(
+                method, path, _Writer(send, RecordedRequest(path, None))
+            )
             return
         try:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = None
         record = RecordedRequest(
-            path=path, body=body, stream=isinstance(body, dict) and body.get("stream") is True
+            path=path,
+            body=body,
+            stream=isinstance(body, dict) and body.get("stream") is True,
         )
         with self._lock:
             self.requests.append(record)
@@ -740,7 +852,9 @@ class OpenAIMock:
         await anyio.sleep(GRACEFUL_TIMEOUT)
         scope.cancel()
 
-    async def _lifespan(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    async def _lifespan(
+        self, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -773,14 +887,20 @@ class OpenAIMock:
         turn = turn_of(body)
         directives = parse_directives(turn.user_text or "")
         streaming = body.get("stream") is True
-        await anyio.sleep(directives.stall_before + (0.0 if streaming else directives.stall))
+        await anyio.sleep(
+            directives.stall_before + (0.0 if streaming else directives.stall)
+        )
         status = self._scripted_error(turn.user_text or "", directives)
         if status is not None:
             await writer.error(status, f"Scripted error {status} from the OpenAI mock.")
             return
-        plan = make_plan(turn, directives, self.tokens, self.delay, len(json.dumps(body)) // 4)
+        plan = make_plan(
+            turn, directives, self.tokens, self.delay, len(json.dumps(body)) // 4
+        )
         reply: _Response | _ChatCompletion = (
-            _Response(body, plan) if turn_of is responses_turn else _ChatCompletion(body, plan)
+            _Response(body, plan)
+            if turn_of is responses_turn
+            else _ChatCompletion(body, plan)
         )
         if streaming:
             await reply.stream(writer)
@@ -810,7 +930,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the scripted OpenAI API mock.")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--tokens", type=int, default=20, help="text deltas per reply")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds between deltas")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds between deltas"
+    )
     args = parser.parse_args(argv)
     mock = OpenAIMock(tokens=args.tokens, delay=args.delay, port=args.port)
 

@@ -255,43 +255,49 @@ async def saved_messages(
 
 
 async def assert_turn(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str], tokens: int = 30
+    client: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    mock: OpenAIMock,
+    tokens: int = 30,
 ) -> Turn:
     """A new thread streams its reply incrementally and keeps both messages."""
     text = unique(f"[tokens {tokens}] [delay 0.05]")
     turn = await stream_turn(client, url, create_thread(text), headers)
     assert assistant_text(turn.events) == words(tokens)
-    # The mock spends at least (tokens - 1) x 0.05 s between its first and last delta: an
-    # incremental stream shows most of that after the first delta, a buffered one none.
-    assert turn.end - turn.first_delta > (tokens - 1) * 0.05 / 2, "reply was buffered"
+    # One clock for both (the mock runs in this process): a buffered reply could only
+    # reach the client after the model's last word.
+    assert turn.first_delta < record_of(mock, text).last_delta_at, "reply was buffered"
     messages = await saved_messages(client, url, thread_id_of(turn.events), headers, 2)
     assert messages == [("user_message", text), ("assistant_message", words(tokens))]
     return turn
 
 
 async def test_http1_streams_deltas_before_the_reply_ends(
-    server: ServerProcess,
+    server: ServerProcess, mock: OpenAIMock
 ) -> None:
     with anyio.fail_after(TEST_SECONDS):
         async with http_client() as client:
-            turn = await assert_turn(client, server.url, AUTH)
+            turn = await assert_turn(client, server.url, AUTH, mock)
     assert turn.http_version == "HTTP/1.1"
 
 
-async def test_h2c_streams_deltas_before_the_reply_ends(server: ServerProcess) -> None:
+async def test_h2c_streams_deltas_before_the_reply_ends(
+    server: ServerProcess, mock: OpenAIMock
+) -> None:
     with anyio.fail_after(TEST_SECONDS):
         async with http_client(http1=False, http2=True) as client:
-            turn = await assert_turn(client, server.url, AUTH)
+            turn = await assert_turn(client, server.url, AUTH, mock)
     assert turn.http_version == "HTTP/2"
 
 
 async def test_h2c_multiplexes_conversations_on_one_connection(
-    server: ServerProcess,
+    server: ServerProcess, mock: OpenAIMock
 ) -> None:
     turns: list[Turn] = []
 
     async def converse(client: httpx.AsyncClient) -> None:
-        turns.append(await assert_turn(client, server.url, AUTH, tokens=20))
+        turns.append(await assert_turn(client, server.url, AUTH, mock, tokens=20))
 
     limits = httpx.Limits(max_connections=1)
     with anyio.fail_after(TEST_SECONDS):
@@ -337,7 +343,7 @@ async def test_h2_over_tls_by_alpn(
         assert srv.url.startswith("https://")
         with anyio.fail_after(TEST_SECONDS):
             async with http_client(http2=True, verify=tls.client_context) as client:
-                turn = await assert_turn(client, srv.url, {}, tokens=10)
+                turn = await assert_turn(client, srv.url, {}, mock, tokens=10)
     assert turn.http_version == "HTTP/2"
 
 
@@ -350,7 +356,7 @@ async def test_plain_hypercorn_command_serves_a_turn(
     with ServerProcess(env, argv, workdir=tmp_path, name="hypercorn") as srv:
         with anyio.fail_after(TEST_SECONDS):
             async with http_client() as client:
-                turn = await assert_turn(client, srv.url, {}, tokens=10)
+                turn = await assert_turn(client, srv.url, {}, mock, tokens=10)
     assert turn.http_version == "HTTP/1.1"
 
 
@@ -446,7 +452,7 @@ async def test_procfile_web_command_serves_a_turn(
             async with http_client() as client:
                 health = await client.get(f"{srv.url}/healthz")
                 assert health.status_code == 200, health.text
-                await assert_turn(client, srv.url, {}, tokens=10)
+                await assert_turn(client, srv.url, {}, mock, tokens=10)
 
 
 async def test_http1_disconnect_cancels_the_run_and_keeps_the_partial_reply(
