@@ -1,4 +1,5 @@
-# Thin wrappers over the documented commands; see README.md.
+# Thin wrappers over the documented commands; see README.md. They use the python3 on
+# PATH: activate the project's virtualenv first (. .venv/bin/activate).
 #   make install          the package, editable, with the test tools
 #   make chatkit-server   tripchat serve on HOST:PORT (embedded SQLite, env defaults)
 #   make test             the test suite

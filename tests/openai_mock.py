@@ -209,13 +209,9 @@ def responses_turn(body: dict[str, Any]) -> Turn:
         return Turn(items, (), True)
     return _turn(
         items if isinstance(items, list) else (),
+        lambda item: item.get("role") == "user" and item.get("type", "message") == "message",
         lambda item: (
-            item.get("role") == "user" and item.get("type", "message") == "message"
-        ),
-        lambda item: (
-            _text(item.get("output"))
-            if item.get("type") == "function_call_output"
-            else None
+            _text(item.get("output")) if item.get("type") == "function_call_output" else None
         ),
     )
 
@@ -321,11 +317,7 @@ class _Writer:
     async def start(
         self, status: int, content_type: str, extra: Iterable[tuple[str, str]] = ()
     ) -> None:
-        headers = [
-            ("content-type", content_type),
-            ("x-request-id", _new_id("req_")),
-            *extra,
-        ]
+        headers = [("content-type", content_type), ("x-request-id", _new_id("req_")), *extra]
         if content_type.startswith("text/event-stream"):
             headers.append(("cache-control", "no-cache"))
         await self._send(
@@ -341,9 +333,7 @@ class _Writer:
         # Set before sending: a client that hangs up once it has everything
         # (the Agents SDK closes at response.completed) did not cut the reply short.
         self.finished = not more
-        await self._send(
-            {"type": "http.response.body", "body": data, "more_body": more}
-        )
+        await self._send({"type": "http.response.body", "body": data, "more_body": more})
 
     async def json(
         self, status: int, payload: object, extra: Iterable[tuple[str, str]] = ()
@@ -499,9 +489,7 @@ class _Response:
             ),
         )
         await events.emit("response.output_text.done", **place, text=text, logprobs=[])
-        await events.emit(
-            "response.content_part.done", **place, part=_output_text(text)
-        )
+        await events.emit("response.content_part.done", **place, part=_output_text(text))
         await events.emit(
             "response.output_item.done",
             output_index=0,
@@ -509,9 +497,7 @@ class _Response:
         )
 
     @staticmethod
-    async def _stream_call(
-        events: _ResponsesEvents, index: int, call: ToolCall
-    ) -> None:
+    async def _stream_call(events: _ResponsesEvents, index: int, call: ToolCall) -> None:
         place = {"item_id": call.item_id, "output_index": index}
         await events.emit(
             "response.output_item.added",
@@ -519,16 +505,12 @@ class _Response:
             item=_function_item(call, "in_progress"),
         )
         for chunk in call.argument_chunks():
-            await events.emit(
-                "response.function_call_arguments.delta", **place, delta=chunk
-            )
+            await events.emit("response.function_call_arguments.delta", **place, delta=chunk)
         await events.emit(
             "response.function_call_arguments.done", **place, arguments=call.arguments
         )
         await events.emit(
-            "response.output_item.done",
-            output_index=index,
-            item=_function_item(call, "completed"),
+            "response.output_item.done", output_index=index, item=_function_item(call, "completed")
         )
 
 
@@ -541,9 +523,7 @@ class _ChatCompletion:
         self.created = int(time.time())
         self.model = body.get("model") or "gpt-4.1"
         options = body.get("stream_options")
-        self.include_usage = (
-            isinstance(options, dict) and options.get("include_usage") is True
-        )
+        self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
 
     @property
     def finish_reason(self) -> str:
@@ -598,19 +578,10 @@ class _ChatCompletion:
             "logprobs": None,
             "finish_reason": self.finish_reason,
         }
-        return {
-            **self._envelope("chat.completion"),
-            "choices": [choice],
-            "usage": self.usage(),
-        }
+        return {**self._envelope("chat.completion"), "choices": [choice], "usage": self.usage()}
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {
-            "index": 0,
-            "delta": delta,
-            "logprobs": None,
-            "finish_reason": finish_reason,
-        }
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         payload = {**self._envelope("chat.completion.chunk"), "choices": [choice]}
         if self.include_usage:
             payload["usage"] = None
@@ -620,11 +591,7 @@ class _ChatCompletion:
         """Send chunks as the Chat Completions API does, ending with ``[DONE]``."""
         plan = self.plan
         await writer.start(200, "text/event-stream; charset=utf-8")
-        first = {
-            "role": "assistant",
-            "content": None if plan.calls else "",
-            "refusal": None,
-        }
+        first = {"role": "assistant", "content": None if plan.calls else "", "refusal": None}
         await writer.body(self.chunk(first))
         if plan.stall:
             await anyio.sleep(plan.stall)
@@ -792,9 +759,7 @@ class OpenAIMock:
         if thread.is_alive():
             raise RuntimeError("OpenAIMock did not stop in time")
         if self._thread_error is not None:
-            raise RuntimeError(
-                "OpenAIMock crashed while serving"
-            ) from self._thread_error
+            raise RuntimeError("OpenAIMock crashed while serving") from self._thread_error
 
     def __enter__(self) -> OpenAIMock:
         self.start()
@@ -822,18 +787,14 @@ class OpenAIMock:
             return
         method, path = scope["method"], scope["path"]
         if path.startswith("/_mock/"):
-            await self._control(
-                method, path, _Writer(send, RecordedRequest(path, None))
-            )
+            await self._control(method, path, _Writer(send, RecordedRequest(path, None)))
             return
         try:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = None
         record = RecordedRequest(
-            path=path,
-            body=body,
-            stream=isinstance(body, dict) and body.get("stream") is True,
+            path=path, body=body, stream=isinstance(body, dict) and body.get("stream") is True
         )
         with self._lock:
             self.requests.append(record)
@@ -852,9 +813,7 @@ class OpenAIMock:
         await anyio.sleep(GRACEFUL_TIMEOUT)
         scope.cancel()
 
-    async def _lifespan(
-        self, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
+    async def _lifespan(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -887,20 +846,14 @@ class OpenAIMock:
         turn = turn_of(body)
         directives = parse_directives(turn.user_text or "")
         streaming = body.get("stream") is True
-        await anyio.sleep(
-            directives.stall_before + (0.0 if streaming else directives.stall)
-        )
+        await anyio.sleep(directives.stall_before + (0.0 if streaming else directives.stall))
         status = self._scripted_error(turn.user_text or "", directives)
         if status is not None:
             await writer.error(status, f"Scripted error {status} from the OpenAI mock.")
             return
-        plan = make_plan(
-            turn, directives, self.tokens, self.delay, len(json.dumps(body)) // 4
-        )
+        plan = make_plan(turn, directives, self.tokens, self.delay, len(json.dumps(body)) // 4)
         reply: _Response | _ChatCompletion = (
-            _Response(body, plan)
-            if turn_of is responses_turn
-            else _ChatCompletion(body, plan)
+            _Response(body, plan) if turn_of is responses_turn else _ChatCompletion(body, plan)
         )
         if streaming:
             await reply.stream(writer)
@@ -930,9 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the scripted OpenAI API mock.")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--tokens", type=int, default=20, help="text deltas per reply")
-    parser.add_argument(
-        "--delay", type=float, default=0.0, help="seconds between deltas"
-    )
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between deltas")
     args = parser.parse_args(argv)
     mock = OpenAIMock(tokens=args.tokens, delay=args.delay, port=args.port)
 

@@ -32,9 +32,7 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def mock_env(
-    openai_mock: OpenAIMock, base_env: dict[str, str], db_path: Path
-) -> dict[str, str]:
+def mock_env(openai_mock: OpenAIMock, base_env: dict[str, str], db_path: Path) -> dict[str, str]:
     """The environment for a CLI talking to the mock, with its memory in a temporary file."""
     return {
         **base_env,
@@ -60,9 +58,7 @@ def tripchat(
     )
 
 
-def assert_one_line_error(
-    result: subprocess.CompletedProcess[str], *needles: str
-) -> None:
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
     """Failed with a single, traceback-free line on stderr mentioning every needle."""
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -74,10 +70,7 @@ def assert_one_line_error(
 
 def test_single_turn_streams_the_reply(mock_env: dict[str, str]) -> None:
     result = tripchat(
-        mock_env,
-        "plan",
-        "4 days in Lisbon from London in late April [tokens 5]",
-        "--single-turn",
+        mock_env, "plan", "4 days in Lisbon from London in late April [tokens 5]", "--single-turn"
     )
     assert result.returncode == 0, result.stderr
     assert "w0 w1 w2 w3 w4" in result.stdout
@@ -106,13 +99,11 @@ def test_a_conversation_resumes_from_its_session_id(
     first = tripchat(mock_env, "plan", stdin="hello [tokens 2]\n\n")
     assert first.returncode == 0, first.stderr
     assert "w0 w1" in first.stdout
-    announced = re.search(r"session (\S+) \(resume with --session \1\)", first.stderr)
+    announced = re.search(r"session (\S+) \(new; resume with --session \1\)", first.stderr)
     assert announced is not None, first.stderr
     session_id = announced.group(1)
 
-    second = tripchat(
-        mock_env, "plan", "--session", session_id, "--single-turn", "again"
-    )
+    second = tripchat(mock_env, "plan", "--session", session_id, "--single-turn", "again")
     assert second.returncode == 0, second.stderr
     assert "session" not in second.stderr  # a single turn announces nothing
     resumed = json.dumps(openai_mock.requests[-1].body)
@@ -124,14 +115,14 @@ def test_a_conversation_resumes_from_its_session_id(
         ).fetchone()
     assert count == 4  # two user messages and two replies
 
+    third = tripchat(mock_env, "plan", "--session", session_id, stdin="\n")
+    assert f"session {session_id} (resumed: 4 earlier items)" in third.stderr
+    typo = tripchat(mock_env, "plan", "--session", session_id + "x", stdin="\n")
+    assert f"session {session_id}x (new;" in typo.stderr
+
     # The rows are the Agents SDK's own: its SQLiteSession reads the same conversation.
     sdk_items = asyncio.run(SQLiteSession(session_id, db_path).get_items())
-    assert [item.get("role") for item in sdk_items] == [
-        "user",
-        "assistant",
-        "user",
-        "assistant",
-    ]
+    assert [item.get("role") for item in sdk_items] == ["user", "assistant", "user", "assistant"]
     assert "hello [tokens 2]" in json.dumps(sdk_items[0])
 
 
@@ -139,9 +130,7 @@ def test_missing_api_key_is_one_line(base_env: dict[str, str], tmp_path: Path) -
     result = tripchat(base_env, "plan", "hello", "--single-turn", cwd=tmp_path)
     assert result.returncode == 2
     assert_one_line_error(result, "OPENAI_API_KEY")
-    assert not (
-        tmp_path / "tripchat.db"
-    ).exists()  # failed before touching the default DB
+    assert not (tmp_path / "tripchat.db").exists()  # failed before touching the default DB
 
 
 def test_single_turn_needs_a_prompt(mock_env: dict[str, str]) -> None:
@@ -154,15 +143,7 @@ def test_single_turn_needs_a_prompt(mock_env: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
-        (
-            [
-                "--from",
-                "sqlite:////nonexistent/dir/x.db",
-                "--to",
-                "sqlite:///{tmp}/y.db",
-            ],
-            "--from",
-        ),
+        (["--from", "sqlite:////nonexistent/dir/x.db", "--to", "sqlite:///{tmp}/y.db"], "--from"),
         (["--from", "sqlite:///{tmp}/x.db", "--to", "mysql://db/x"], "--to"),
     ],
 )
@@ -183,16 +164,12 @@ def test_own_endpoint_needs_no_api_key(mock_env: dict[str, str]) -> None:
 
 
 def test_invalid_config_is_one_line(mock_env: dict[str, str]) -> None:
-    result = tripchat(
-        {**mock_env, "CHATKIT_MODEL_TIMEOUT": "abc"}, "plan", "x", "--single-turn"
-    )
+    result = tripchat({**mock_env, "CHATKIT_MODEL_TIMEOUT": "abc"}, "plan", "x", "--single-turn")
     assert result.returncode == 2
     assert_one_line_error(result, "CHATKIT_MODEL_TIMEOUT")
 
 
-def test_upstream_failure_is_one_line(
-    mock_env: dict[str, str], openai_mock: OpenAIMock
-) -> None:
+def test_upstream_failure_is_one_line(mock_env: dict[str, str], openai_mock: OpenAIMock) -> None:
     env = {**mock_env, "CHATKIT_MODEL_MAX_RETRIES": "0"}
     result = tripchat(env, "plan", "hello [error 500]", "--single-turn")
     assert_one_line_error(result, "500")

@@ -61,9 +61,7 @@ async def app_client(app_settings: Settings) -> AsyncIterator[Client]:
     app = create_app(app_settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://app"
-        ) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
             yield Client(http, app)
 
 
@@ -121,26 +119,13 @@ def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[
 
     (`st.one_of` with a branch repeated does not weigh it; a weighted index does.)
     """
-    indices = [
-        index for index, (weight, _) in enumerate(choices) for _ in range(weight)
-    ]
+    indices = [index for index, (weight, _) in enumerate(choices) for _ in range(weight)]
     return st.sampled_from(indices).flatmap(lambda index: choices[index][1])
 
 
 # Lone surrogates (invalid in JSON text and in UTF-8) come only as a "wrong" value, so the
 # valid requests get through parsing; NUL, BOM, bidi, line separators and quotes come anywhere.
-ODD_CHARACTERS = [
-    "\x00",
-    "\x7f",
-    "\ufeff",
-    "\u202e",
-    "\u2028",
-    "\ufffd",
-    "\n",
-    '"',
-    "\\",
-    "%",
-]
+ODD_CHARACTERS = ["\x00", "\x7f", "\ufeff", "\u202e", "\u2028", "\ufffd", "\n", '"', "\\", "%"]
 any_texts = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
 odd_alphabet = st.sampled_from([*ODD_CHARACTERS, "a", " ", "é", "\U0001f600"])
 odd_texts = st.text(alphabet=odd_alphabet, min_size=1, max_size=40)
@@ -156,23 +141,15 @@ huge_texts = st.builds(
     st.sampled_from(["x", "é", "\x00", "\U0001f600", "\\", " "]),
     st.integers(1000, HUGE),
 )
-texts = weighted(
-    (6, short_texts), (1, huge_texts), (1, st.sampled_from(["", " ", "\x00"]))
-)
+texts = weighted((6, short_texts), (1, huge_texts), (1, st.sampled_from(["", " ", "\x00"])))
 deep = st.builds(Deep, st.integers(1, DEEP), st.sampled_from(["list", "dict"]))
 scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.integers(-(2**80), 2**80),
-    st.floats(),
-    short_texts,
+    st.none(), st.booleans(), st.integers(), st.integers(-(2**80), 2**80), st.floats(), short_texts
 )
 json_values = st.recursive(
     scalars,
     lambda children: st.one_of(
-        st.lists(children, max_size=4),
-        st.dictionaries(short_texts, children, max_size=4),
+        st.lists(children, max_size=4), st.dictionaries(short_texts, children, max_size=4)
     ),
     max_leaves=12,
 )
@@ -186,12 +163,7 @@ wrong = st.one_of(
 )
 thread_ids = weighted(
     (4, st.sampled_from([Real("thread"), Real("tool_thread")])),
-    (
-        1,
-        st.sampled_from(
-            ["thr_missing", "", "thr_" + "0" * 32, "%", "../x", "' OR 1=1 --"]
-        ),
-    ),
+    (1, st.sampled_from(["thr_missing", "", "thr_" + "0" * 32, "%", "../x", "' OR 1=1 --"])),
     (1, texts),
 )
 item_ids = weighted(
@@ -210,9 +182,7 @@ orders = st.one_of(st.sampled_from(["asc", "desc"]), short_texts)
 kinds = st.one_of(st.sampled_from(["positive", "negative"]), short_texts)
 
 
-def maybe_wrong(
-    valid: st.SearchStrategy[Any], wrongness: bool
-) -> st.SearchStrategy[Any]:
+def maybe_wrong(valid: st.SearchStrategy[Any], wrongness: bool) -> st.SearchStrategy[Any]:
     """Mostly the valid kind of value; with `wrongness`, sometimes a value of any other shape."""
     return weighted((WRONG_ONE_IN - 1, valid), (1, wrong)) if wrongness else valid
 
@@ -225,22 +195,13 @@ def record(
 ) -> st.SearchStrategy[dict[str, Any]]:
     """A JSON object of these fields; with `wrongness`, fields go missing or extra ones appear."""
     fields = {name: maybe_wrong(value, wrongness) for name, value in required.items()}
-    extra = {
-        name: maybe_wrong(value, wrongness) for name, value in (optional or {}).items()
-    }
+    extra = {name: maybe_wrong(value, wrongness) for name, value in (optional or {}).items()}
     if not wrongness:
         return st.fixed_dictionaries(fields, optional=extra)
-    dropped = (
-        st.sets(st.sampled_from(sorted(fields)), max_size=1)
-        if fields
-        else st.just(set())
-    )
+    dropped = st.sets(st.sampled_from(sorted(fields)), max_size=1) if fields else st.just(set())
     added = st.dictionaries(short_texts, json_values, max_size=2)
     return st.builds(
-        lambda base, drop, more: {
-            **more,
-            **{k: v for k, v in base.items() if k not in drop},
-        },
+        lambda base, drop, more: {**more, **{k: v for k, v in base.items() if k not in drop}},
         st.fixed_dictionaries(fields, optional=extra),
         dropped,
         added,
@@ -249,34 +210,22 @@ def record(
 
 def user_inputs(wrongness: bool) -> st.SearchStrategy[Any]:
     """A `UserMessageInput`: text and tag parts, attachments, quoted text, inference options."""
-    text_part = record(
-        {"type": st.just("input_text"), "text": texts}, wrongness=wrongness
-    )
+    text_part = record({"type": st.just("input_text"), "text": texts}, wrongness=wrongness)
     tag_part = record(
-        {
-            "type": st.just("input_tag"),
-            "id": short_texts,
-            "text": texts,
-            "data": objects,
-        },
+        {"type": st.just("input_tag"), "id": short_texts, "text": texts, "data": objects},
         {"group": short_texts, "interactive": st.booleans()},
         wrongness=wrongness,
     )
     options = record(
         {},
-        {
-            "model": short_texts,
-            "tool_choice": record({"id": short_texts}, wrongness=wrongness),
-        },
+        {"model": short_texts, "tool_choice": record({"id": short_texts}, wrongness=wrongness)},
         wrongness=wrongness,
     )
     attachments = st.one_of(st.just([]), st.lists(short_texts, max_size=2))
     return record(
         {
             "content": st.lists(
-                weighted((3, text_part), (1, tag_part)),
-                min_size=0 if wrongness else 1,
-                max_size=3,
+                weighted((3, text_part), (1, tag_part)), min_size=0 if wrongness else 1, max_size=3
             ),
             "attachments": attachments if wrongness else st.just([]),
             "inference_options": options,
@@ -288,19 +237,11 @@ def user_inputs(wrongness: bool) -> st.SearchStrategy[Any]:
 
 def params_of(kind: str, wrongness: bool) -> st.SearchStrategy[Any]:
     """The params of one request type, drawn valid-ish (or, with `wrongness`, not)."""
-    action = record(
-        {"type": short_texts}, {"payload": json_values}, wrongness=wrongness
-    )
+    action = record({"type": short_texts}, {"payload": json_values}, wrongness=wrongness)
     required: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "threads.create": {"input": user_inputs(wrongness)},
-        "threads.add_user_message": {
-            "thread_id": thread_ids,
-            "input": user_inputs(wrongness),
-        },
-        "threads.add_client_tool_output": {
-            "thread_id": thread_ids,
-            "result": json_values,
-        },
+        "threads.add_user_message": {"thread_id": thread_ids, "input": user_inputs(wrongness)},
+        "threads.add_client_tool_output": {"thread_id": thread_ids, "result": json_values},
         "threads.add_structured_input": {
             "thread_id": thread_ids,
             "item_id": item_ids,
@@ -338,9 +279,7 @@ metadata = st.dictionaries(short_texts, st.one_of(json_values, deep, texts), max
 def request_of(kind: str, wrongness: bool) -> st.SearchStrategy[dict[str, Any]]:
     """One request type, with metadata that may be deep, huge or (with `wrongness`) not a dict."""
     fields = record(
-        {"params": params_of(kind, wrongness)},
-        {"metadata": metadata},
-        wrongness=wrongness,
+        {"params": params_of(kind, wrongness)}, {"metadata": metadata}, wrongness=wrongness
     )
     return fields.map(lambda drawn: {"type": kind, **drawn})
 
@@ -415,11 +354,7 @@ class Fuzzer:
         thread_id = await self.client.create("hello [tokens 1]", user="fuzz")
         body = request("items.list", thread_id=thread_id, order="asc")
         data = (await self.client.json(body, user="fuzz"))["data"]
-        return {
-            "thread": thread_id,
-            "user_item": data[0]["id"],
-            "reply_item": data[1]["id"],
-        }
+        return {"thread": thread_id, "user_item": data[0]["id"], "reply_item": data[1]["id"]}
 
     async def _tool_thread(self) -> str:
         """A new thread whose last item is a pending client tool call."""
@@ -432,9 +367,7 @@ class Fuzzer:
             name="get_location",
             arguments={},
         )
-        await self.client.store.add_thread_item(
-            thread_id, pending, RequestContext("fuzz")
-        )
+        await self.client.store.add_thread_item(thread_id, pending, RequestContext("fuzz"))
         return thread_id
 
     async def _has_pending_call(self) -> bool:
@@ -442,9 +375,7 @@ class Fuzzer:
         pending = ("client_tool_call", "pending")
         return [(item["type"], item.get("status")) for item in data] == [pending]
 
-    async def _items(
-        self, thread_id: str, order: str, limit: int
-    ) -> list[dict[str, Any]]:
+    async def _items(self, thread_id: str, order: str, limit: int) -> list[dict[str, Any]]:
         """A page of the thread's items; none if the thread is gone."""
         body = request("items.list", thread_id=thread_id, order=order, limit=limit)
         response = await self.client.post(body, user="fuzz")
@@ -457,8 +388,7 @@ class Fuzzer:
     async def _still_serving(self) -> None:
         with anyio.fail_after(REQUEST_SECONDS):
             events = await self.client.stream(
-                request("threads.create", input=user_input("still there? [tokens 3]")),
-                user="fuzz",
+                request("threads.create", input=user_input("still there? [tokens 3]")), user="fuzz"
             )
             assert events[-1]["type"] == "thread.updated", events[-1]
             done = [e["item"] for e in events if e["type"] == "thread.item.done"]
@@ -508,9 +438,7 @@ def check(response: httpx.Response, body: bytes) -> None:
         response.json()
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=needs_postgres)]
-)
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=needs_postgres)])
 def fuzzer(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fuzzer]:
@@ -566,9 +494,7 @@ def fuzz(
         example()
         print(*sorted(fuzzer.outcomes.items()), sep="\n")
         if some_succeed:
-            assert {kind.split(" ")[0] for kind in fuzzer.outcomes} >= set(
-                REQUEST_TYPES
-            )
+            assert {kind.split(" ")[0] for kind in fuzzer.outcomes} >= set(REQUEST_TYPES)
             for answer in ("200 text/event-stream", "200 application/json"):
                 assert any(answer in kind for kind in fuzzer.outcomes), fuzzer.outcomes
         fuzzer.assert_still_serving()
@@ -578,9 +504,5 @@ def fuzz(
 
 test_random_bytes = fuzz(st.binary(max_size=2000), 600)
 test_random_json = fuzz(json_values, 1000)
-test_near_valid_requests = fuzz(
-    chatkit_requests(wrongness=True), 4000, some_succeed=True
-)
-test_valid_requests_with_real_ids = fuzz(
-    chatkit_requests(wrongness=False), 1400, some_succeed=True
-)
+test_near_valid_requests = fuzz(chatkit_requests(wrongness=True), 4000, some_succeed=True)
+test_valid_requests_with_real_ids = fuzz(chatkit_requests(wrongness=False), 1400, some_succeed=True)

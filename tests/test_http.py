@@ -86,9 +86,7 @@ def record_of(mock: OpenAIMock, text: str) -> RecordedRequest:
     raise AssertionError(f"the model was never asked about {text!r}")
 
 
-async def poll(
-    probe: Callable[[], Awaitable[T | None]], timeout: float, what: str
-) -> T:
+async def poll(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
     """Call probe until it returns something, for at most `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -112,13 +110,9 @@ async def reply_cut_short(mock: OpenAIMock, text: str) -> RecordedRequest:
     return record
 
 
-def assert_partial_reply(
-    messages: list[tuple[str, str]], user_text: str, seen: str
-) -> None:
+def assert_partial_reply(messages: list[tuple[str, str]], user_text: str, seen: str) -> None:
     """The thread holds the user message and the part of the reply that was streamed."""
-    assert [kind for kind, _ in messages] == ["user_message", "assistant_message"], (
-        messages
-    )
+    assert [kind for kind, _ in messages] == ["user_message", "assistant_message"], messages
     assert messages[0][1] == user_text
     saved = messages[1][1]
     assert saved.startswith(seen) and words(200).startswith(saved), (seen, saved)
@@ -136,9 +130,7 @@ def mock() -> Iterator[OpenAIMock]:
 
 
 @pytest.fixture(scope="module")
-def server(
-    mock: OpenAIMock, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+def server(mock: OpenAIMock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """`python -m tripchat.cli serve` with a bearer token and a 2 KiB body limit."""
     workdir = tmp_path_factory.mktemp("server")
     env = app_env(
@@ -194,24 +186,17 @@ class Turn:
     @property
     def first_delta(self) -> float:
         """When the first text delta arrived."""
-        return next(
-            t for t, e in zip(self.times, self.events, strict=True) if is_text_delta(e)
-        )
+        return next(t for t, e in zip(self.times, self.events, strict=True) if is_text_delta(e))
 
 
 async def stream_turn(
-    client: httpx.AsyncClient,
-    url: str,
-    request: dict[str, Any],
-    headers: dict[str, str],
+    client: httpx.AsyncClient, url: str, request: dict[str, Any], headers: dict[str, str]
 ) -> Turn:
     """POST a streaming request and time each SSE event as it arrives."""
     decoder = SSEDecoder()
     start = time.monotonic()
     body = encode(request)
-    async with client.stream(
-        "POST", f"{url}/chatkit", content=body, headers=headers
-    ) as r:
+    async with client.stream("POST", f"{url}/chatkit", content=body, headers=headers) as r:
         assert r.status_code == 200, (await r.aread())[:500]
         assert r.headers["content-type"].startswith("text/event-stream")
         turn = Turn(r.http_version, start)
@@ -224,25 +209,16 @@ async def stream_turn(
 
 
 async def call(
-    client: httpx.AsyncClient,
-    url: str,
-    request: dict[str, Any],
-    headers: dict[str, str],
+    client: httpx.AsyncClient, url: str, request: dict[str, Any], headers: dict[str, str]
 ) -> dict[str, Any]:
     """POST a non-streaming request and return its JSON."""
-    response = await client.post(
-        f"{url}/chatkit", content=encode(request), headers=headers
-    )
+    response = await client.post(f"{url}/chatkit", content=encode(request), headers=headers)
     assert response.status_code == 200, response.text[:500]
     return dict(response.json())
 
 
 async def saved_messages(
-    client: httpx.AsyncClient,
-    url: str,
-    thread_id: str,
-    headers: dict[str, str],
-    count: int,
+    client: httpx.AsyncClient, url: str, thread_id: str, headers: dict[str, str], count: int
 ) -> list[tuple[str, str]]:
     """The thread's messages via threads.get_by_id, once at least `count` are saved."""
 
@@ -255,11 +231,7 @@ async def saved_messages(
 
 
 async def assert_turn(
-    client: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, str],
-    mock: OpenAIMock,
-    tokens: int = 30,
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], mock: OpenAIMock, tokens: int = 30
 ) -> Turn:
     """A new thread streams its reply incrementally and keeps both messages."""
     text = unique(f"[tokens {tokens}] [delay 0.05]")
@@ -318,9 +290,7 @@ async def test_an_idle_connection_outlives_hypercorns_default_keep_alive(
     """A proxy keeps idle upstream connections ~60 s; closing them at 5 s risks 502s."""
 
     def local_port(response: httpx.Response) -> int:
-        return int(
-            response.extensions["network_stream"].get_extra_info("client_addr")[1]
-        )
+        return int(response.extensions["network_stream"].get_extra_info("client_addr")[1])
 
     limits = httpx.Limits(keepalive_expiry=IDLE_SECONDS * 4)
     with anyio.fail_after(TEST_SECONDS):
@@ -333,13 +303,9 @@ async def test_an_idle_connection_outlives_hypercorns_default_keep_alive(
             assert local_port(second) == port, "the server closed the idle connection"
 
 
-async def test_h2_over_tls_by_alpn(
-    mock: OpenAIMock, tls: TLSFiles, tmp_path: Path
-) -> None:
+async def test_h2_over_tls_by_alpn(mock: OpenAIMock, tls: TLSFiles, tmp_path: Path) -> None:
     env = app_env(mock.base_url, tmp_path / "chat.db")
-    with ServerProcess(
-        env, workdir=tmp_path, certfile=tls.certfile, keyfile=tls.keyfile
-    ) as srv:
+    with ServerProcess(env, workdir=tmp_path, certfile=tls.certfile, keyfile=tls.keyfile) as srv:
         assert srv.url.startswith("https://")
         with anyio.fail_after(TEST_SECONDS):
             async with http_client(http2=True, verify=tls.client_context) as client:
@@ -347,9 +313,7 @@ async def test_h2_over_tls_by_alpn(
     assert turn.http_version == "HTTP/2"
 
 
-async def test_plain_hypercorn_command_serves_a_turn(
-    mock: OpenAIMock, tmp_path: Path
-) -> None:
+async def test_plain_hypercorn_command_serves_a_turn(mock: OpenAIMock, tmp_path: Path) -> None:
     hypercorn = str(Path(sys.executable).parent / "hypercorn")
     argv = [hypercorn, "tripchat.asgi:app", "--bind", f"{HOST}:{PORT_PLACEHOLDER}"]
     env = app_env(mock.base_url, tmp_path / "chat.db")
@@ -376,16 +340,10 @@ def run_to_exit(
     )
 
 
-@pytest.mark.parametrize(
-    "command", ["tripchat serve", "hypercorn", "hypercorn --workers 0"]
-)
+@pytest.mark.parametrize("command", ["tripchat serve", "hypercorn", "hypercorn --workers 0"])
 @pytest.mark.parametrize(
     "database",
-    [
-        "unreachable postgresql",
-        "refused postgresql option",
-        "sqlite in a missing folder",
-    ],
+    ["unreachable postgresql", "refused postgresql option", "sqlite in a missing folder"],
 )
 def test_a_database_that_cannot_open_ends_the_server_in_one_line(
     command: str, database: str, tmp_path: Path
@@ -393,10 +351,7 @@ def test_a_database_that_cannot_open_ends_the_server_in_one_line(
     port = free_port()
     argv = {
         "tripchat serve": serve_argv(port),
-        "hypercorn": [
-            str(Path(sys.executable).parent / "hypercorn"),
-            "tripchat.asgi:app",
-        ],
+        "hypercorn": [str(Path(sys.executable).parent / "hypercorn"), "tripchat.asgi:app"],
         "hypercorn --workers 0": [
             str(Path(sys.executable).parent / "hypercorn"),
             "--workers",
@@ -416,9 +371,7 @@ def test_a_database_that_cannot_open_ends_the_server_in_one_line(
     )
     start = time.monotonic()
     result = run_to_exit(argv, env, tmp_path)
-    assert time.monotonic() - start < EXIT_SECONDS, (
-        "the server took too long to give up"
-    )
+    assert time.monotonic() - start < EXIT_SECONDS, "the server took too long to give up"
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "CHATKIT_DB_URL" in lines[0], result.stderr
@@ -438,9 +391,7 @@ def test_a_port_in_use_ends_tripchat_serve_in_one_line(tmp_path: Path) -> None:
     ]
 
 
-async def test_procfile_web_command_serves_a_turn(
-    mock: OpenAIMock, tmp_path: Path
-) -> None:
+async def test_procfile_web_command_serves_a_turn(mock: OpenAIMock, tmp_path: Path) -> None:
     argv = procfile_argv()
     env = {
         "OPENAI_BASE_URL": mock.base_url,
@@ -478,15 +429,10 @@ async def test_http1_disconnect_cancels_the_run_and_keeps_the_partial_reply(
             messages = await saved_messages(client, server.url, thread_id, AUTH, 2)
             assert_partial_reply(messages, text, assistant_text(events))
             follow_up = unique("[tokens 3]")
-            turn = await stream_turn(
-                client, server.url, add_message(thread_id, follow_up), AUTH
-            )
+            turn = await stream_turn(client, server.url, add_message(thread_id, follow_up), AUTH)
             assert assistant_text(turn.events) == words(3)
             messages = await saved_messages(client, server.url, thread_id, AUTH, 4)
-    assert messages[2:] == [
-        ("user_message", follow_up),
-        ("assistant_message", words(3)),
-    ]
+    assert messages[2:] == [("user_message", follow_up), ("assistant_message", words(3))]
 
 
 # -- HTTP/2 spoken with the h2 package, to reset streams as a browser does -----------------
@@ -525,9 +471,7 @@ class H2Client:
     def __init__(self, sock: SocketStream, authority: str) -> None:
         self.sock = sock
         self.authority = authority
-        self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True)
-        )
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.responses: dict[int, H2Response] = {}
         self.lost: str | None = None
         self._write = anyio.Lock()
@@ -589,8 +533,7 @@ class H2Client:
     async def _send_data(self, stream_id: int, data: bytes) -> None:
         while data:
             window = min(
-                self.conn.local_flow_control_window(stream_id),
-                self.conn.max_outbound_frame_size,
+                self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size
             )
             if window <= 0:
                 changed = self._changed
@@ -603,9 +546,7 @@ class H2Client:
 
     def _check(self) -> None:
         if self.lost is not None:
-            raise ConnectionLost(
-                f"the server closed the HTTP/2 connection: {self.lost}"
-            )
+            raise ConnectionLost(f"the server closed the HTTP/2 connection: {self.lost}")
 
     def _notify(self) -> None:
         self._changed.set()
@@ -624,11 +565,7 @@ class H2Client:
             if data:
                 try:
                     await self.sock.send(data)
-                except (
-                    anyio.BrokenResourceError,
-                    anyio.ClosedResourceError,
-                    OSError,
-                ) as exc:
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                     self._lose(repr(exc))
         self._check()
 
@@ -650,14 +587,10 @@ class H2Client:
             response.headers = {k.decode(): v.decode() for k, v in event.headers}
             response.status = int(response.headers[":status"])
         elif isinstance(event, h2.events.DataReceived):
-            self.conn.acknowledge_received_data(
-                event.flow_controlled_length, event.stream_id
-            )
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             if response is not None and event.data:
                 response.body += event.data
-                if response.headers.get("content-type", "").startswith(
-                    "text/event-stream"
-                ):
+                if response.headers.get("content-type", "").startswith("text/event-stream"):
                     response.events += response.decoder.feed(event.data)
         elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
             if response is not None:
@@ -671,9 +604,7 @@ class H2Client:
         """Wait for the stream to end; fail if the connection went down instead."""
         await response.ended.wait()
         self._check()
-        assert not response.reset, (
-            f"stream {response.stream_id} was reset by the server"
-        )
+        assert not response.reset, f"stream {response.stream_id} was reset by the server"
         return response
 
     async def call(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -690,9 +621,7 @@ async def wait_deltas(response: H2Response, count: int) -> None:
         return True if response.deltas >= count or response.ended.is_set() else None
 
     await poll(probe, 5.0, f"{count} deltas on stream {response.stream_id}")
-    assert response.deltas >= count, (
-        f"stream {response.stream_id} ended early: {response}"
-    )
+    assert response.deltas >= count, f"stream {response.stream_id} ended early: {response}"
 
 
 async def test_h2_rst_stream_cancels_one_reply_and_spares_the_others(
@@ -719,9 +648,7 @@ async def test_h2_rst_stream_cancels_one_reply_and_spares_the_others(
                 messages = message_texts(thread["items"]["data"])
                 return messages if len(messages) >= 2 else None
 
-            messages = await poll(
-                partial, SAVE_SECONDS, "the partial reply to be saved"
-            )
+            messages = await poll(partial, SAVE_SECONDS, "the partial reply to be saved")
     assert_partial_reply(messages, long_text, seen)
 
 
@@ -738,9 +665,7 @@ def refused_body(size: int) -> bytes:
 
 
 @pytest.mark.parametrize("case", REFUSALS)
-async def test_h2_refusal_keeps_the_other_streams_alive(
-    server: ServerProcess, case: str
-) -> None:
+async def test_h2_refusal_keeps_the_other_streams_alive(server: ServerProcess, case: str) -> None:
     """Hypercorn issue 329: DATA after the answer must not drop the connection."""
     headers, size, content_length, status = REFUSALS[case]
     body = refused_body(size)
@@ -772,8 +697,6 @@ async def test_http1_refusal(server: ServerProcess, case: str) -> None:
     content: bytes | AsyncIterator[bytes] = body if content_length else chunked()
     with anyio.fail_after(TEST_SECONDS):
         async with http_client() as client:
-            response = await client.post(
-                f"{server.url}/chatkit", content=content, headers=headers
-            )
+            response = await client.post(f"{server.url}/chatkit", content=content, headers=headers)
     assert response.status_code == status, response.text[:500]
     assert response.json()["error"]["status"] == status

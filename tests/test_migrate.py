@@ -25,10 +25,7 @@ from test_store import (
 from tripchat.context import RequestContext
 from tripchat.store import SQLStore, open_store
 
-pytestmark = [
-    pytest.mark.anyio,
-    needs_postgres,
-]
+pytestmark = [pytest.mark.anyio, needs_postgres]
 
 
 async def fill(store: SQLStore) -> None:
@@ -37,10 +34,7 @@ async def fill(store: SQLStore) -> None:
         user = ALICE if n % 3 else BOB
         thread_id = store.generate_thread_id(user)
         await store.save_thread(
-            ThreadMetadata(
-                id=thread_id, created_at=datetime(2025, 4, 1), title=f"trip {n}"
-            ),
-            user,
+            ThreadMetadata(id=thread_id, created_at=datetime(2025, 4, 1), title=f"trip {n}"), user
         )
         for item in every_item_type(thread_id):
             await store.add_thread_item(thread_id, item, user)
@@ -69,9 +63,7 @@ async def snapshot(store: SQLStore) -> dict[str, object]:
     seen["attachments"] = [
         await store.load_attachment(f"atc_{n}", ALICE) for n in range(24) if n % 3
     ]
-    seen["sessions"] = [
-        await store.load_session_items(f"cli_{n}", None) for n in range(3)
-    ]
+    seen["sessions"] = [await store.load_session_items(f"cli_{n}", None) for n in range(3)]
     return seen
 
 
@@ -108,9 +100,7 @@ async def test_migrate_sqlite_to_postgres_twice(tmp_path: Path) -> None:
             await store.load_thread(thread.id, RequestContext("mallory"))
 
 
-async def test_a_second_run_catches_up_on_what_changed_in_between(
-    tmp_path: Path,
-) -> None:
+async def test_a_second_run_catches_up_on_what_changed_in_between(tmp_path: Path) -> None:
     """Turns go on while the first copy runs: the re-run before the switch brings them over."""
     source = f"sqlite:///{tmp_path}/old.db"
     target = os.environ[POSTGRES_URL_VAR]
@@ -126,12 +116,8 @@ async def test_a_second_run_catches_up_on_what_changed_in_between(
         edited = message(thread.id, "msg_0000", "edited after the first copy")
         await store.save_item(thread.id, edited, ALICE)
         await store.save_feedback(thread.id, ["msg_0001"], "negative", ALICE)
-        await store.add_thread_item(
-            thread.id, message(thread.id, "msg_new", "a new turn"), ALICE
-        )
-        await store.add_session_items(
-            "cli_0", [{"role": "user", "content": "one more"}]
-        )
+        await store.add_thread_item(thread.id, message(thread.id, "msg_new", "a new turn"), ALICE)
+        await store.add_session_items("cli_0", [{"role": "user", "content": "one more"}])
         expected = await snapshot(store)
 
     done = run_migrate(source, target)

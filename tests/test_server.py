@@ -100,11 +100,7 @@ def tool_outputs(record: RecordedRequest) -> list[str]:
     """The tool results a model request carried, from the Responses or the Chat API."""
     if "messages" in record.body:
         return [m["content"] for m in record.body["messages"] if m["role"] == "tool"]
-    return [
-        i["output"]
-        for i in record.body["input"]
-        if i.get("type") == "function_call_output"
-    ]
+    return [i["output"] for i in record.body["input"] if i.get("type") == "function_call_output"]
 
 
 def input_texts(record: RecordedRequest) -> list[str]:
@@ -134,9 +130,7 @@ class Chat:
     store: SQLStore
     mock: OpenAIMock
 
-    async def stream(
-        self, body: bytes, context: RequestContext = ALICE
-    ) -> list[dict[str, Any]]:
+    async def stream(self, body: bytes, context: RequestContext = ALICE) -> list[dict[str, Any]]:
         """Process a streaming request and read every event it sends."""
         result = await self.server.process(body, context)
         assert isinstance(result, StreamingResult)
@@ -157,9 +151,7 @@ class Chat:
     async def send(self, thread_id: str, text: str) -> list[dict[str, Any]]:
         """Add a user message to a thread and read the reply's events."""
         return await self.stream(
-            request(
-                "threads.add_user_message", thread_id=thread_id, input=user_input(text)
-            )
+            request("threads.add_user_message", thread_id=thread_id, input=user_input(text))
         )
 
     async def items(self, thread_id: str) -> list[ThreadItem]:
@@ -170,9 +162,7 @@ class Chat:
     async def assistant_texts(self, thread_id: str) -> list[str]:
         """The stored assistant replies of a thread, oldest first."""
         return [
-            item_text(i)
-            for i in await self.items(thread_id)
-            if isinstance(i, AssistantMessageItem)
+            item_text(i) for i in await self.items(thread_id) if isinstance(i, AssistantMessageItem)
         ]
 
 
@@ -187,9 +177,7 @@ async def close_model_client(agent: Agent[Any]) -> None:
 
 
 @pytest.fixture
-async def make_chat(
-    store: SQLStore, openai_mock: OpenAIMock
-) -> AsyncIterator[Callable[..., Chat]]:
+async def make_chat(store: SQLStore, openai_mock: OpenAIMock) -> AsyncIterator[Callable[..., Chat]]:
     """Build a server on the store and the scripted model with some settings changed."""
     made: list[Chat] = []
 
@@ -230,9 +218,7 @@ def assert_error_event(events: list[dict[str, Any]]) -> dict[str, Any]:
 # -- a first exchange -----------------------------------------------------------
 
 
-async def test_threads_create_streams_in_order_and_persists_the_exchange(
-    chat: Chat,
-) -> None:
+async def test_threads_create_streams_in_order_and_persists_the_exchange(chat: Chat) -> None:
     thread_id, events = await chat.create("Plan a weekend in Porto [tokens 3]")
 
     kinds = [e["type"] for e in events]
@@ -273,9 +259,7 @@ async def test_the_title_is_set_once_from_the_first_message(chat: Chat) -> None:
 # -- tools ---------------------------------------------------------------------
 
 
-async def test_a_tool_call_is_shown_as_a_workflow_and_runs_the_real_tool(
-    chat: Chat,
-) -> None:
+async def test_a_tool_call_is_shown_as_a_workflow_and_runs_the_real_tool(chat: Chat) -> None:
     thread_id, events = await chat.create(LISBON_CALL)
 
     workflows = done_items(events, "workflow")
@@ -288,10 +272,7 @@ async def test_a_tool_call_is_shown_as_a_workflow_and_runs_the_real_tool(
         for e in events
         if e["type"] == "thread.item.updated" and e["item_id"] == workflows[0]["id"]
     ]
-    assert (
-        task_updates
-        and task_updates[-1]["update"]["task"]["status_indicator"] == "complete"
-    )
+    assert task_updates and task_updates[-1]["update"]["task"]["status_indicator"] == "complete"
 
     first, second = chat.mock.requests
     assert tool_outputs(first) == []
@@ -311,9 +292,7 @@ async def test_tool_calls_are_remembered_on_the_next_turn(chat: Chat) -> None:
     assert "function_call" in kinds and "function_call_output" in kinds
     assert kinds.index("function_call") < kinds.index("function_call_output")
     call = next(i for i in turn.body["input"] if i.get("type") == "function_call")
-    output = next(
-        i for i in turn.body["input"] if i.get("type") == "function_call_output"
-    )
+    output = next(i for i in turn.body["input"] if i.get("type") == "function_call_output")
     assert call["name"] == "find_destination" and json.loads(call["arguments"]) == {
         "name": "Lisbon"
     }
@@ -342,13 +321,10 @@ async def test_two_tool_calls_in_one_step(
     announced = [t["title"] for t in added["workflow"]["tasks"]] + [
         e["update"]["task"]["title"]
         for e in events
-        if e["type"] == "thread.item.updated"
-        and e["update"]["type"] == "workflow.task.added"
+        if e["type"] == "thread.item.updated" and e["update"]["type"] == "workflow.task.added"
     ]
     assert announced == titles
-    assert {t["status_indicator"] for t in workflow["workflow"]["tasks"]} == {
-        "complete"
-    }
+    assert {t["status_indicator"] for t in workflow["workflow"]["tasks"]} == {"complete"}
     assert reply_text(await chat.send(thread_id, "next [tokens 1]")) == words(1)
     lisbon, porto = tool_outputs(chat.mock.requests[-1])
     assert "Portugal" in lisbon and '"Porto"' in porto
@@ -363,9 +339,7 @@ async def test_hidden_items_never_reach_the_client(chat: Chat) -> None:
     streamed = [e["item"]["type"] for e in events if "item" in e]
     assert not set(streamed) & set(HIDDEN_TYPES)  # ... never shown
     listed = await chat.call(request("items.list", thread_id=thread_id, limit=50))
-    assert listed["data"] and not {i["type"] for i in listed["data"]} & set(
-        HIDDEN_TYPES
-    )
+    assert listed["data"] and not {i["type"] for i in listed["data"]} & set(HIDDEN_TYPES)
     thread = await chat.call(request("threads.get_by_id", thread_id=thread_id))
     assert thread["items"]["data"]
     assert not {i["type"] for i in thread["items"]["data"]} & set(HIDDEN_TYPES)
@@ -379,9 +353,7 @@ async def test_item_pages_are_full_pages_of_visible_items(chat: Chat) -> None:
     seen, after = [], None
     for _ in range(len(visible) + 1):
         page = await chat.call(
-            request(
-                "items.list", thread_id=thread_id, limit=1, order="asc", after=after
-            )
+            request("items.list", thread_id=thread_id, limit=1, order="asc", after=after)
         )
         assert len(page["data"]) == 1  # never a short or empty page
         seen.append(page["data"][0]["id"])
@@ -395,9 +367,7 @@ async def test_item_pages_are_full_pages_of_visible_items(chat: Chat) -> None:
 # -- history -------------------------------------------------------------------
 
 
-async def test_the_history_window_keeps_the_latest_items(
-    make_chat: Callable[..., Chat],
-) -> None:
+async def test_the_history_window_keeps_the_latest_items(make_chat: Callable[..., Chat]) -> None:
     chat = make_chat(history_items=4)
     thread_id, _ = await chat.create("turn 0 [tokens 1]")
     for turn in range(1, 5):
@@ -428,14 +398,10 @@ async def test_chat_completions_turns_keep_real_distinct_ids(
     ).items()
     assert messages[-1]["role"] == "user"
 
-    replies = [
-        i for i in await chat.items(thread_id) if isinstance(i, AssistantMessageItem)
-    ]
+    replies = [i for i in await chat.items(thread_id) if isinstance(i, AssistantMessageItem)]
     assert [item_text(r) for r in replies] == [words(2), words(3)]
     assert len({r.id for r in replies}) == 2
-    ids = {r.id for r in replies} | {
-        e["item"]["id"] for e in first + second if "item" in e
-    }
+    ids = {r.id for r in replies} | {e["item"]["id"] for e in first + second if "item" in e}
     ids |= {e["item_id"] for e in first + second if "item_id" in e}
     assert not any("fake" in i for i in ids)
 
@@ -445,9 +411,7 @@ async def test_chat_completions_tool_calls_work(make_chat: Callable[..., Chat]) 
     thread_id, events = await chat.create(LISBON_CALL)
     await chat.send(thread_id, "next [tokens 1]")
 
-    assert (
-        "Lisbon" in done_items(events, "workflow")[0]["workflow"]["tasks"][0]["title"]
-    )
+    assert "Lisbon" in done_items(events, "workflow")[0]["workflow"]["tasks"][0]["title"]
     assert "Portugal" in (await chat.assistant_texts(thread_id))[0]
     (output,) = tool_outputs(chat.mock.requests[-1])
     assert "Portugal" in output
@@ -457,9 +421,7 @@ async def test_chat_completions_tool_calls_work(make_chat: Callable[..., Chat]) 
 
 
 @pytest.mark.parametrize("status", [429, 500])
-async def test_an_upstream_error_ends_in_a_retryable_error_event(
-    chat: Chat, status: int
-) -> None:
+async def test_an_upstream_error_ends_in_a_retryable_error_event(chat: Chat, status: int) -> None:
     thread_id, events = await chat.create(f"plan it [error {status}]")
 
     assert_error_event(events)
@@ -488,9 +450,7 @@ async def test_a_failure_inside_the_stream_becomes_an_error_event(
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(chat.store, "add_thread_item", broken)
-    events = await chat.stream(
-        request("threads.create", input=user_input("hi [tokens 1]"))
-    )
+    events = await chat.stream(request("threads.create", input=user_input("hi [tokens 1]")))
 
     assert events[0]["type"] == "thread.created"
     last = assert_error_event(events)
@@ -570,10 +530,7 @@ async def test_a_client_leaving_cancels_the_run_and_keeps_the_partial_reply(
     chat: Chat, leave: Callable[[Any], Any]
 ) -> None:
     result = await chat.server.process(
-        request(
-            "threads.create", input=user_input("long one [tokens 200] [delay 0.02]")
-        ),
-        ALICE,
+        request("threads.create", input=user_input("long one [tokens 200] [delay 0.02]")), ALICE
     )
     assert isinstance(result, StreamingResult)
     thread_id = await leave(result.json_events)
@@ -591,9 +548,7 @@ async def test_a_client_leaving_cancels_the_run_and_keeps_the_partial_reply(
     assert model_request.disconnected
     assert model_request.deltas_sent < 100
 
-    assert reply_text(await chat.send(thread_id, "shorter please [tokens 2]")) == words(
-        2
-    )
+    assert reply_text(await chat.send(thread_id, "shorter please [tokens 2]")) == words(2)
     assert (await chat.assistant_texts(thread_id))[-1] == words(2)
 
 
@@ -614,9 +569,7 @@ async def _fall_behind(chat: Chat) -> tuple[StreamingResult, str]:
 
 
 @pytest.mark.usefixtures("tolerate_chatkit_task_leaks")
-async def test_a_reader_that_falls_behind_then_leaves_keeps_the_partial_reply(
-    chat: Chat,
-) -> None:
+async def test_a_reader_that_falls_behind_then_leaves_keeps_the_partial_reply(chat: Chat) -> None:
     result, thread_id = await _fall_behind(chat)
     with anyio.fail_after(10):
         await result.json_events.aclose()
@@ -624,9 +577,7 @@ async def test_a_reader_that_falls_behind_then_leaves_keeps_the_partial_reply(
     stored = await chat.items(thread_id)
     assert any(isinstance(i, SDKHiddenContextItem) for i in stored)
     (partial,) = await chat.assistant_texts(thread_id)
-    assert (
-        partial.strip() and words(3000).startswith(partial) and partial != words(3000)
-    )
+    assert partial.strip() and words(3000).startswith(partial) and partial != words(3000)
     (model_request,) = chat.mock.requests
     await wait_done(model_request)
     assert model_request.disconnected
@@ -643,9 +594,7 @@ async def test_a_reader_that_falls_behind_during_a_shutdown_gets_the_error_event
 
     assert_error_event(rest)
     (partial,) = await chat.assistant_texts(thread_id)
-    assert (
-        partial.strip() and words(3000).startswith(partial) and partial != words(3000)
-    )
+    assert partial.strip() and words(3000).startswith(partial) and partial != words(3000)
 
 
 async def _leave_then_drain(chat: Chat, stream: Any) -> None:
@@ -672,21 +621,14 @@ async def test_a_second_cancellation_does_not_cut_the_save_short(
     chat: Chat, monkeypatch: pytest.MonkeyPatch, race: Callable[[Chat, Any], Any]
 ) -> None:
     result = await chat.server.process(
-        request(
-            "threads.create", input=user_input("long one [tokens 200] [delay 0.02]")
-        ),
-        ALICE,
+        request("threads.create", input=user_input("long one [tokens 200] [delay 0.02]")), ALICE
     )
     assert isinstance(result, StreamingResult)
     thread_id = await _read_deltas(result.json_events, 5)
     save = chat.store.add_thread_item
 
-    async def slow_save(
-        thread_id: str, item: ThreadItem, context: RequestContext
-    ) -> None:
-        await anyio.sleep(
-            0.3
-        )  # long enough for the second cancellation to land mid-save
+    async def slow_save(thread_id: str, item: ThreadItem, context: RequestContext) -> None:
+        await anyio.sleep(0.3)  # long enough for the second cancellation to land mid-save
         await save(thread_id, item, context)
 
     monkeypatch.setattr(chat.store, "add_thread_item", slow_save)
@@ -717,16 +659,13 @@ async def test_retry_after_a_user_message_replaces_the_reply(chat: Chat) -> None
     assert len(chat.mock.requests) == 2
 
 
-async def test_retry_after_an_assistant_item_is_refused_before_streaming(
-    chat: Chat,
-) -> None:
+async def test_retry_after_an_assistant_item_is_refused_before_streaming(chat: Chat) -> None:
     thread_id, events = await chat.create("first [tokens 2]")
     reply = done_items(events, "assistant_message")[0]["id"]
 
     with pytest.raises(RequestError) as raised:
         await chat.server.process(
-            request("threads.retry_after_item", thread_id=thread_id, item_id=reply),
-            ALICE,
+            request("threads.retry_after_item", thread_id=thread_id, item_id=reply), ALICE
         )
     assert raised.value.status == 400
     assert len(await chat.items(thread_id)) == 2
@@ -753,19 +692,13 @@ async def _add_pending_call(chat: Chat, thread_id: str) -> ClientToolCallItem:
     return call
 
 
-async def test_client_tool_output_completes_a_call_behind_hidden_items(
-    chat: Chat,
-) -> None:
+async def test_client_tool_output_completes_a_call_behind_hidden_items(chat: Chat) -> None:
     thread_id, _ = await chat.create("where am I? [tokens 1]")
     call = await _add_pending_call(chat, thread_id)
     chat.mock.reset()
 
     events = await chat.stream(
-        request(
-            "threads.add_client_tool_output",
-            thread_id=thread_id,
-            result={"city": "Faro"},
-        )
+        request("threads.add_client_tool_output", thread_id=thread_id, result={"city": "Faro"})
     )
 
     assert events[-1]["type"] == "thread.item.done"
@@ -785,21 +718,14 @@ async def test_feedback_is_persisted(chat: Chat) -> None:
     reply = done_items(events, "assistant_message")[0]["id"]
 
     answer = await chat.call(
-        request(
-            "items.feedback", thread_id=thread_id, item_ids=[reply], kind="positive"
-        )
+        request("items.feedback", thread_id=thread_id, item_ids=[reply], kind="positive")
     )
 
     assert answer == {}
     assert await chat.store.load_feedback(thread_id, ALICE) == {reply: "positive"}
     with pytest.raises(NotFoundError):
         await chat.server.process(
-            request(
-                "items.feedback",
-                thread_id=thread_id,
-                item_ids=["msg_nope"],
-                kind="negative",
-            ),
+            request("items.feedback", thread_id=thread_id, item_ids=["msg_nope"], kind="negative"),
             ALICE,
         )
     assert await chat.store.load_feedback(thread_id, ALICE) == {reply: "positive"}
@@ -813,25 +739,16 @@ async def test_thread_requests(chat: Chat) -> None:
     assert [t["id"] for t in listed["data"]] == [second, first]
     page = await chat.call(request("threads.list", limit=1, order="asc"))
     assert [t["id"] for t in page["data"]] == [first] and page["has_more"]
-    rest = await chat.call(
-        request("threads.list", limit=5, order="asc", after=page["after"])
-    )
+    rest = await chat.call(request("threads.list", limit=5, order="asc", after=page["after"]))
     assert [t["id"] for t in rest["data"]] == [second]
 
-    updated = await chat.call(
-        request("threads.update", thread_id=first, title="Porto trip")
-    )
+    updated = await chat.call(request("threads.update", thread_id=first, title="Porto trip"))
     assert updated["title"] == "Porto trip"
     got = await chat.call(request("threads.get_by_id", thread_id=first))
     assert got["title"] == "Porto trip"
-    assert [i["type"] for i in got["items"]["data"]] == [
-        "user_message",
-        "assistant_message",
-    ]
+    assert [i["type"] for i in got["items"]["data"]] == ["user_message", "assistant_message"]
 
-    items = await chat.call(
-        request("items.list", thread_id=first, limit=1, order="asc")
-    )
+    items = await chat.call(request("items.list", thread_id=first, limit=1, order="asc"))
     assert [i["type"] for i in items["data"]] == ["user_message"] and items["has_more"]
 
     assert await chat.call(request("threads.delete", thread_id=first)) == {}
@@ -850,9 +767,7 @@ async def test_threads_are_private_to_their_user(chat: Chat) -> None:
         request("threads.get_by_id", thread_id=thread_id),
         request("items.list", thread_id=thread_id),
         request("threads.delete", thread_id=thread_id),
-        request(
-            "threads.add_user_message", thread_id=thread_id, input=user_input("hi")
-        ),
+        request("threads.add_user_message", thread_id=thread_id, input=user_input("hi")),
     ):
         with pytest.raises(NotFoundError):
             await chat.server.process(body, bob)
@@ -865,11 +780,7 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
     "attachments.create": {"name": "a.png", "size": 10, "mime_type": "image/png"},
     "attachments.delete": {"attachment_id": "atc_1"},
     "input.transcribe": {"audio_base64": "AAAA", "mime_type": "audio/webm"},
-    "threads.add_structured_input": {
-        "thread_id": "thr_1",
-        "item_id": "i_1",
-        "input": {},
-    },
+    "threads.add_structured_input": {"thread_id": "thr_1", "item_id": "i_1", "input": {}},
     "threads.custom_action": {"thread_id": "thr_1", "action": {"type": "x"}},
     "threads.sync_custom_action": {"thread_id": "thr_1", "action": {"type": "x"}},
 }
@@ -893,9 +804,7 @@ async def thread_id(chat: Chat) -> str:
 BAD_REQUESTS: dict[str, tuple[type[Exception], Callable[[str], bytes]]] = {
     "message to unknown thread": (
         NotFoundError,
-        lambda t: request(
-            "threads.add_user_message", thread_id="thr_nope", input=user_input("x")
-        ),
+        lambda t: request("threads.add_user_message", thread_id="thr_nope", input=user_input("x")),
     ),
     "retry unknown item": (
         NotFoundError,
@@ -903,9 +812,7 @@ BAD_REQUESTS: dict[str, tuple[type[Exception], Callable[[str], bytes]]] = {
     ),
     "retry in unknown thread": (
         NotFoundError,
-        lambda t: request(
-            "threads.retry_after_item", thread_id="thr_nope", item_id="msg_nope"
-        ),
+        lambda t: request("threads.retry_after_item", thread_id="thr_nope", item_id="msg_nope"),
     ),
     "tool output with none pending": (
         RequestError,
@@ -921,14 +828,8 @@ BAD_REQUESTS: dict[str, tuple[type[Exception], Callable[[str], bytes]]] = {
             "threads.add_user_message", thread_id=t, input=user_input("x", ["atc_1"])
         ),
     ),
-    "negative threads limit": (
-        RequestError,
-        lambda t: request("threads.list", limit=-1),
-    ),
-    "zero items limit": (
-        RequestError,
-        lambda t: request("items.list", thread_id=t, limit=0),
-    ),
+    "negative threads limit": (RequestError, lambda t: request("threads.list", limit=-1)),
+    "zero items limit": (RequestError, lambda t: request("items.list", thread_id=t, limit=0)),
     "list after unknown thread": (
         NotFoundError,
         lambda t: request("threads.list", after="thr_nope"),
@@ -951,9 +852,7 @@ BAD_REQUESTS: dict[str, tuple[type[Exception], Callable[[str], bytes]]] = {
     ),
     "feedback in unknown thread": (
         NotFoundError,
-        lambda t: request(
-            "items.feedback", thread_id="thr_nope", item_ids=[], kind="positive"
-        ),
+        lambda t: request("items.feedback", thread_id="thr_nope", item_ids=[], kind="positive"),
     ),
     "not json": (RequestError, lambda t: b"{nope"),
     "unknown type": (RequestError, lambda t: request("threads.explode")),
@@ -961,9 +860,7 @@ BAD_REQUESTS: dict[str, tuple[type[Exception], Callable[[str], bytes]]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-async def test_bad_requests_raise_before_any_stream(
-    chat: Chat, thread_id: str, case: str
-) -> None:
+async def test_bad_requests_raise_before_any_stream(chat: Chat, thread_id: str, case: str) -> None:
     error, body = BAD_REQUESTS[case]
     before = await chat.items(thread_id)
 
@@ -976,19 +873,12 @@ async def test_bad_requests_raise_before_any_stream(
     assert await chat.items(thread_id) == before
 
 
-async def test_a_draining_server_refuses_new_streams(
-    chat: Chat, thread_id: str
-) -> None:
+async def test_a_draining_server_refuses_new_streams(chat: Chat, thread_id: str) -> None:
     await chat.server.drain(0)
 
     with pytest.raises(RequestError) as raised:
         await chat.server.process(
-            request(
-                "threads.add_user_message", thread_id=thread_id, input=user_input("x")
-            ),
-            ALICE,
+            request("threads.add_user_message", thread_id=thread_id, input=user_input("x")), ALICE
         )
     assert raised.value.status == 503
-    assert (await chat.call(request("threads.get_by_id", thread_id=thread_id)))[
-        "id"
-    ] == thread_id
+    assert (await chat.call(request("threads.get_by_id", thread_id=thread_id)))["id"] == thread_id

@@ -72,9 +72,7 @@ def configure_tracing(settings: Settings) -> None:
         set_tracing_export_api_key(settings.openai_api_key)
 
 
-def create_trip_planner_agent(
-    settings: Settings, client: AsyncOpenAI | None = None
-) -> Agent[Any]:
+def create_trip_planner_agent(settings: Settings, client: AsyncOpenAI | None = None) -> Agent[Any]:
     """The trip planner agent on the configured model, with the offline travel tools.
 
     Pass the `client` when you own its lifetime (a server closes it at shutdown).

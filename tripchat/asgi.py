@@ -45,13 +45,9 @@ MAX_USER_ID = 256
 RETRY_AFTER_SECONDS = 5
 
 
-def error(
-    status: int, message: str, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The one JSON error shape: {"error": {"status": ..., "message": ...}}."""
-    return JSONResponse(
-        {"error": {"status": status, "message": message}}, status, headers
-    )
+    return JSONResponse({"error": {"status": status, "message": message}}, status, headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -90,9 +86,7 @@ async def discard_body(request: Request) -> None:
         while drained <= DISCARD_BYTES:
             message = await request.receive()
             drained += len(message.get("body", b""))
-            if message["type"] == "http.disconnect" or not message.get(
-                "more_body", False
-            ):
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
                 return
 
 
@@ -147,9 +141,7 @@ def create_app(
         configure_tracing(settings)
         ignore_sdk_leftovers(asyncio.get_running_loop())
         if settings.needs_api_key:
-            logger.warning(
-                "OPENAI_API_KEY is not set: every reply will fail until it is"
-            )
+            logger.warning("OPENAI_API_KEY is not set: every reply will fail until it is")
         try:
             store = await open_store(settings.db_url, pool_size=settings.db_pool_size)
         except ConfigError as exc:
@@ -160,9 +152,7 @@ def create_app(
         warm = asyncio.create_task(warm_up())
         app.state.store = store
         app.state.server = TripPlannerServer(
-            store,
-            create_trip_planner_agent(settings, client),
-            history_items=settings.history_items,
+            store, create_trip_planner_agent(settings, client), history_items=settings.history_items
         )
         try:
             yield
@@ -176,31 +166,24 @@ def create_app(
     async def chatkit(request: Request) -> Response:
         if not authorized(request, settings.api_token):
             await discard_body(request)
-            return error(
-                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
-            )
+            return error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
         user_id = user_of(request, settings)
         if user_id is None:
             await discard_body(request)
             return error(
-                400,
-                f"{settings.user_header} must be 1-{MAX_USER_ID} printable characters",
+                400, f"{settings.user_header} must be 1-{MAX_USER_ID} printable characters"
             )
         try:
             body = await read_body(request, settings.max_body_bytes)
         except ClientDisconnect:
             return Response(status_code=400)
         if body is None:
-            return error(
-                413, f"request body is larger than {settings.max_body_bytes} bytes"
-            )
+            return error(413, f"request body is larger than {settings.max_body_bytes} bytes")
         server: TripPlannerServer = request.app.state.server
         try:
             result = await server.process(body, RequestContext(user_id))
         except RequestError as exc:
-            retry = (
-                {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
-            )
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
             return error(exc.status, exc.message, retry)
         except NotFoundError as exc:
             return error(404, str(exc) or "not found")
@@ -208,9 +191,7 @@ def create_app(
             logger.exception("request failed")
             return error(500, "internal server error")
         if isinstance(result, StreamingResult):
-            return StreamingResponse(
-                result, media_type="text/event-stream", headers=SSE_HEADERS
-            )
+            return StreamingResponse(result, media_type="text/event-stream", headers=SSE_HEADERS)
         return Response(result.json, media_type="application/json")
 
     async def healthz(request: Request) -> Response:
@@ -219,14 +200,9 @@ def create_app(
                 await request.app.state.store.ping()
         except Exception as exc:
             logger.warning("health check failed: %r", exc)
-            return JSONResponse(
-                {"status": "unavailable", "database": "unreachable"}, 503
-            )
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
         draining = request.app.state.server.draining
-        body: dict[str, Any] = {
-            "status": "draining" if draining else "ok",
-            "database": "ok",
-        }
+        body: dict[str, Any] = {"status": "draining" if draining else "ok", "database": "ok"}
         return JSONResponse(body, 503 if draining else 200)
 
     middleware = []

@@ -45,16 +45,12 @@ async def _turn(agent: Any, text: str, session: StoreSession, out: TextIO) -> No
     """Run one turn, printing text as it streams and each tool step on stderr."""
     result = Runner.run_streamed(agent, text, session=session)
     async for event in result.stream_events():
-        if event.type == "raw_response_event" and isinstance(
-            event.data, ResponseTextDeltaEvent
-        ):
+        if event.type == "raw_response_event" and isinstance(event.data, ResponseTextDeltaEvent):
             out.write(event.data.delta)
             out.flush()
         elif event.type == "run_item_stream_event" and event.name == "tool_called":
             raw = event.item.raw_item
-            name = getattr(raw, "name", None) or (
-                raw.get("name") if isinstance(raw, dict) else ""
-            )
+            name = getattr(raw, "name", None) or (raw.get("name") if isinstance(raw, dict) else "")
             args = getattr(raw, "arguments", None) or (
                 raw.get("arguments", "{}") if isinstance(raw, dict) else "{}"
             )
@@ -75,11 +71,14 @@ async def plan(prompt: str | None, single_turn: bool, session_id: str | None) ->
         agent = create_trip_planner_agent(settings, client)
         session = StoreSession(session_id, store)
         if not single_turn:
-            print(
-                f"session {session_id} (resume with --session {session_id}); "
-                "empty line or Ctrl-D to quit",
-                file=sys.stderr,
+            # Say whether an id resumed anything: a mistyped one starts afresh, visibly.
+            earlier = len(await session.get_items())
+            state = (
+                f"resumed: {earlier} earlier items"
+                if earlier
+                else f"new; resume with --session {session_id}"
             )
+            print(f"session {session_id} ({state}); empty line or Ctrl-D to quit", file=sys.stderr)
         if prompt:
             await _turn(agent, prompt, session, sys.stdout)
             if single_turn:
@@ -120,9 +119,7 @@ async def serve(host: str, port: int, certfile: str | None, keyfile: str | None)
     try:
         sockets = config.create_sockets()
     except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-        ) from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     # Bound before the app starts: a taken port is one line, with no database left open.
     config.bind = [f"fd://{sock.detach()}" for sock in sockets.secure_sockets]
     config.bind += [f"fd://{sock.detach()}" for sock in sockets.insecure_sockets]
@@ -137,9 +134,7 @@ async def serve(host: str, port: int, certfile: str | None, keyfile: str | None)
         logging.getLogger("tripchat").info(
             "shutting down: finishing replies for up to %ss", settings.shutdown_grace
         )
-        drain.append(
-            asyncio.create_task(app.state.server.drain(settings.shutdown_grace))
-        )
+        drain.append(asyncio.create_task(app.state.server.drain(settings.shutdown_grace)))
 
     await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
     if drain:
@@ -151,47 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tripchat", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    plan_cmd = commands.add_parser(
-        "plan", help="plan a trip with the agent in the terminal"
-    )
-    plan_cmd.add_argument(
-        "prompt", nargs="?", help="first message (omit to start chatting)"
-    )
-    plan_cmd.add_argument(
-        "--single-turn", action="store_true", help="answer once and exit"
-    )
+    plan_cmd = commands.add_parser("plan", help="plan a trip with the agent in the terminal")
+    plan_cmd.add_argument("prompt", nargs="?", help="first message (omit to start chatting)")
+    plan_cmd.add_argument("--single-turn", action="store_true", help="answer once and exit")
     plan_cmd.add_argument("--session", help="resume the conversation with this id")
 
-    serve_cmd = commands.add_parser(
-        "serve", help="serve ChatKit over HTTP/1.1 and HTTP/2"
-    )
+    serve_cmd = commands.add_parser("serve", help="serve ChatKit over HTTP/1.1 and HTTP/2")
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8000)
-    serve_cmd.add_argument(
-        "--certfile", help="TLS certificate (enables HTTPS and h2 by ALPN)"
-    )
+    serve_cmd.add_argument("--certfile", help="TLS certificate (enables HTTPS and h2 by ALPN)")
     serve_cmd.add_argument("--keyfile", help="TLS private key")
-    migrate_cmd = commands.add_parser(
-        "migrate", help="copy every conversation to another database"
-    )
-    migrate_cmd.add_argument(
-        "--from", dest="source", required=True, help="source CHATKIT_DB_URL"
-    )
-    migrate_cmd.add_argument(
-        "--to", dest="target", required=True, help="target CHATKIT_DB_URL"
-    )
+    migrate_cmd = commands.add_parser("migrate", help="copy every conversation to another database")
+    migrate_cmd.add_argument("--from", dest="source", required=True, help="source CHATKIT_DB_URL")
+    migrate_cmd.add_argument("--to", dest="target", required=True, help="target CHATKIT_DB_URL")
     migrate_cmd.add_argument("--batch", type=int, default=500, help="rows per batch")
-    smoke_cmd = commands.add_parser(
-        "smoke", help="check a running server with a canned chat"
-    )
-    smoke_cmd.add_argument(
-        "--url", default="http://127.0.0.1:8000", help="the server's base URL"
-    )
+    smoke_cmd = commands.add_parser("smoke", help="check a running server with a canned chat")
+    smoke_cmd.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
     smoke_cmd.add_argument("--user-id", default="smoke-test", help="sent as X-User-Id")
     smoke_cmd.add_argument(
-        "--token",
-        default=os.environ.get("CHATKIT_API_TOKEN"),
-        help="bearer token, if required",
+        "--token", default=os.environ.get("CHATKIT_API_TOKEN"), help="bearer token, if required"
     )
     return parser
 
@@ -203,9 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("plan --single-turn needs a prompt")
     # `plan` shares the terminal with the conversation: only warnings, no request log.
     level = logging.WARNING if args.command == "plan" else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # The access log already shows each request; the model client's line per call is noise.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     if args.command == "plan":
@@ -217,9 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "smoke":
             return 0 if Smoke(args.url, args.user_id, args.token).run() else 1
         if args.command == "migrate":
-            same = asyncio.run(
-                migrate(args.source, args.target, batch=max(1, args.batch))
-            )
+            same = asyncio.run(migrate(args.source, args.target, batch=max(1, args.batch)))
             return 0 if same else 1
         return asyncio.run(serve(args.host, args.port, args.certfile, args.keyfile))
     except ConfigError as exc:

@@ -76,11 +76,7 @@ def _without_password(url: str) -> str:
 def check_db_url(url: str) -> str:
     """Accept the URL schemes a store exists for; anything else names CHATKIT_DB_URL."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if (
-        scheme == "sqlite"
-        and url.startswith("sqlite:///")
-        and len(url) > len("sqlite:///")
-    ):
+    if scheme == "sqlite" and url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
         return url
     if scheme in ("postgresql", "postgres") and _has_host(url):
         return url
@@ -139,13 +135,9 @@ class Settings:
         db_url = check_db_url(env.get("CHATKIT_DB_URL", "").strip() or DEFAULT_DB_URL)
         user_header = env.get("CHATKIT_USER_HEADER", "").strip() or "X-User-Id"
         if not user_header.replace("-", "").isalnum():
-            raise ConfigError(
-                f"CHATKIT_USER_HEADER must be a header name, got {user_header!r}"
-            )
+            raise ConfigError(f"CHATKIT_USER_HEADER must be a header name, got {user_header!r}")
         origins = tuple(
-            o.strip()
-            for o in env.get("CHATKIT_CORS_ORIGINS", "").split(",")
-            if o.strip()
+            o.strip() for o in env.get("CHATKIT_CORS_ORIGINS", "").split(",") if o.strip()
         )
         settings = cls(
             openai_api_key=env.get("OPENAI_API_KEY", "").strip() or None,
@@ -164,7 +156,5 @@ class Settings:
             shutdown_grace=_number(env, "CHATKIT_SHUTDOWN_GRACE", 20.0, 0.0),
             db_pool_size=_int(env, "CHATKIT_DB_POOL_SIZE", 10, 1),
         )
-        tracing_default = (
-            settings.uses_openai_platform and settings.openai_api_key is not None
-        )
+        tracing_default = settings.uses_openai_platform and settings.openai_api_key is not None
         return replace(settings, tracing=_bool(env, "CHATKIT_TRACING", tracing_default))

@@ -27,9 +27,7 @@ class StoreSession(SessionABC):
         await self._store.add_session_items(self.session_id, items)
 
     async def pop_item(self) -> TResponseInputItem | None:
-        item: TResponseInputItem | None = await self._store.pop_session_item(
-            self.session_id
-        )
+        item: TResponseInputItem | None = await self._store.pop_session_item(self.session_id)
         return item
 
     async def clear_session(self) -> None:

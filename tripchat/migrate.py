@@ -44,11 +44,7 @@ async def _open(db_url: str, flag: str) -> SQLStore:
 
 
 async def migrate(
-    source_url: str,
-    target_url: str,
-    *,
-    batch: int = 500,
-    say: Callable[[str], None] = print,
+    source_url: str, target_url: str, *, batch: int = 500, say: Callable[[str], None] = print
 ) -> bool:
     """Copy everything from source to target; True when both sides then hold the same counts."""
     async with (

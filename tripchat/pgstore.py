@@ -76,9 +76,7 @@ class PostgresStore(SQLStore):
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                 version = None
-                if await conn.fetchval(
-                    "SELECT to_regclass('tripchat_meta') IS NOT NULL"
-                ):
+                if await conn.fetchval("SELECT to_regclass('tripchat_meta') IS NOT NULL"):
                     version = await conn.fetchval(
                         "SELECT value FROM tripchat_meta WHERE key = 'schema_version'"
                     )
@@ -124,6 +122,4 @@ def _text(args: Sequence[Any]) -> Sequence[Any]:
     """
     if not any(isinstance(arg, str) and "\x00" in arg for arg in args):
         return args
-    return [
-        arg.replace("\x00", "\ufffd") if isinstance(arg, str) else arg for arg in args
-    ]
+    return [arg.replace("\x00", "\ufffd") if isinstance(arg, str) else arg for arg in args]

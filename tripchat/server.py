@@ -23,12 +23,7 @@ from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.tool_context import ToolContext
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
 from chatkit.errors import CustomStreamError
-from chatkit.server import (
-    DEFAULT_PAGE_SIZE,
-    ChatKitServer,
-    NonStreamingResult,
-    StreamingResult,
-)
+from chatkit.server import DEFAULT_PAGE_SIZE, ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import Store
 from chatkit.types import (
     AssistantMessageItem,
@@ -142,14 +137,10 @@ def short_title(text: str, limit: int = 48) -> str:
 class TripItemConverter(ThreadItemConverter):
     """Thread items to model input that works with both the Responses and Chat APIs."""
 
-    async def assistant_message_to_input(
-        self, item: AssistantMessageItem
-    ) -> EasyInputMessageParam:
+    async def assistant_message_to_input(self, item: AssistantMessageItem) -> EasyInputMessageParam:
         # Plain text content: Chat Completions rejects the SDK's `output_text` parts.
         return EasyInputMessageParam(
-            type="message",
-            role="assistant",
-            content="".join(c.text for c in item.content),
+            type="message", role="assistant", content="".join(c.text for c in item.content)
         )
 
     async def hidden_context_to_input(self, item: HiddenContextItem) -> Any:
@@ -161,12 +152,8 @@ class TripItemConverter(ThreadItemConverter):
         # The tool calls themselves are replayed from their hidden items.
         return None
 
-    async def tag_to_message_content(
-        self, tag: UserMessageTagContent
-    ) -> ResponseInputTextParam:
-        return ResponseInputTextParam(
-            type="input_text", text=f"@{tag.text}: {tag.data}"
-        )
+    async def tag_to_message_content(self, tag: UserMessageTagContent) -> ResponseInputTextParam:
+        return ResponseInputTextParam(type="input_text", text=f"@{tag.text}: {tag.data}")
 
 
 class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
@@ -262,9 +249,7 @@ def _upstream_error(exc: openai.APIError) -> CustomStreamError:
 class TripPlannerServer(ChatKitServer[RequestContext]):
     """ChatKit over the trip planner agent and a durable `SQLStore`."""
 
-    def __init__(
-        self, store: SQLStore, agent: Agent[Any], *, history_items: int = 40
-    ) -> None:
+    def __init__(self, store: SQLStore, agent: Agent[Any], *, history_items: int = 40) -> None:
         # Store is invariant in its context type; ours reads only `user_id` from it.
         super().__init__(cast(Store[RequestContext], store))
         self.sql_store = store
@@ -283,15 +268,11 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
 
         Raises `RequestError` (4xx) or `NotFoundError` (404) before any byte is sent.
         """
-        parsed = parse_request(
-            bytes(request) if isinstance(request, bytearray) else request
-        )
+        parsed = parse_request(bytes(request) if isinstance(request, bytearray) else request)
         await self._check(parsed, context)
         if is_streaming_req(parsed):
             if self.draining:
-                raise RequestError(
-                    503, "the server is restarting; retry in a few seconds"
-                )
+                raise RequestError(503, "the server is restarting; retry in a few seconds")
             return StreamingResult(self._stream(parsed, context))
         return NonStreamingResult(await self._process_non_streaming(parsed, context))
 
@@ -324,16 +305,12 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             case ItemsFeedbackReq():
                 await self.store.load_thread(request.params.thread_id, context)
                 for item_id in request.params.item_ids:
-                    await self.store.load_item(
-                        request.params.thread_id, item_id, context
-                    )
+                    await self.store.load_item(request.params.thread_id, item_id, context)
             case ThreadsUpdateReq():
                 if not request.params.title.strip():
                     raise RequestError(400, "title must not be empty")
                 if len(request.params.title) > MAX_TITLE:
-                    raise RequestError(
-                        400, f"title is longer than {MAX_TITLE} characters"
-                    )
+                    raise RequestError(400, f"title is longer than {MAX_TITLE} characters")
 
     async def _process_non_streaming(
         self, request: NonStreamingReq, context: RequestContext
@@ -380,17 +357,11 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 # once, so the SDK's cancellation handler can save the partial reply without
                 # being cancelled itself; the shield keeps us waiting for that save.
                 _cancel_once(producer)
-                with (
-                    anyio.CancelScope(shield=True),
-                    anyio.move_on_after(SHIELDED_SAVE_SECONDS),
-                ):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(SHIELDED_SAVE_SECONDS):
                     await asyncio.wait([producer])
 
     async def _produce(
-        self,
-        request: StreamingReq,
-        context: RequestContext,
-        queue: asyncio.Queue[bytes | None],
+        self, request: StreamingReq, context: RequestContext, queue: asyncio.Queue[bytes | None]
     ) -> None:
         """Run the stream into `queue`; it only ever waits inside the SDK's pipeline."""
         try:
@@ -399,20 +370,14 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         except asyncio.CancelledError:
             if not self.draining:
                 return  # the client left; nobody reads the queue any more
-            queue.put_nowait(
-                self._error_frame("The server is restarting. Please retry.")
-            )
+            queue.put_nowait(self._error_frame("The server is restarting. Please retry."))
         except Exception:
             logger.exception("stream failed")
             queue.put_nowait(self._error_frame("Something went wrong. Please retry."))
         queue.put_nowait(None)
 
     def _error_frame(self, message: str) -> bytes:
-        return _frame(
-            self._serialize(
-                ErrorEvent(code="custom", message=message, allow_retry=True)
-            )
-        )
+        return _frame(self._serialize(ErrorEvent(code="custom", message=message, allow_retry=True)))
 
     async def drain(self, grace: float) -> None:
         """Refuse new streams, let replies in flight finish for `grace` seconds, then stop them.
@@ -473,9 +438,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             thread.id, None, self.history_items, "desc", context
         )
         history = list(reversed(page.data))
-        agent_context = AgentContext(
-            thread=thread, store=self.store, request_context=context
-        )
+        agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
         hooks = ToolStepHooks()
         result = Runner.run_streamed(
             self.agent,
@@ -499,11 +462,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             thread.title = short_title(_text_of(input_user_message))
 
     async def add_feedback(
-        self,
-        thread_id: str,
-        item_ids: list[str],
-        feedback: FeedbackKind,
-        context: RequestContext,
+        self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: RequestContext
     ) -> None:
         await self.sql_store.save_feedback(thread_id, item_ids, feedback, context)
 
@@ -514,28 +473,15 @@ async def _real_ids(
     """Give each assistant item a real id: Chat Completions models all share `__fake_id__`."""
     current: str | None = None
     async for event in events:
-        if (
-            isinstance(event, ThreadItemAddedEvent)
-            and event.item.id == FAKE_RESPONSES_ID
-        ):
+        if isinstance(event, ThreadItemAddedEvent) and event.item.id == FAKE_RESPONSES_ID:
             current = ctx.generate_id("message")
-            event = event.model_copy(
-                update={"item": event.item.model_copy(update={"id": current})}
-            )
-        elif (
-            isinstance(event, ThreadItemUpdatedEvent)
-            and event.item_id == FAKE_RESPONSES_ID
-        ):
+            event = event.model_copy(update={"item": event.item.model_copy(update={"id": current})})
+        elif isinstance(event, ThreadItemUpdatedEvent) and event.item_id == FAKE_RESPONSES_ID:
             current = current or ctx.generate_id("message")
             event = event.model_copy(update={"item_id": current})
-        elif (
-            isinstance(event, ThreadItemDoneEvent)
-            and event.item.id == FAKE_RESPONSES_ID
-        ):
+        elif isinstance(event, ThreadItemDoneEvent) and event.item.id == FAKE_RESPONSES_ID:
             item_id = current or ctx.generate_id("message")
-            event = event.model_copy(
-                update={"item": event.item.model_copy(update={"id": item_id})}
-            )
+            event = event.model_copy(update={"item": event.item.model_copy(update={"id": item_id})})
             current = None
         yield event
 
@@ -552,13 +498,10 @@ def ignore_sdk_leftovers(loop: asyncio.AbstractEventLoop) -> None:
         task = context.get("task") or context.get("future")
         leftover = isinstance(context.get("exception"), StopAsyncIteration) or (
             isinstance(task, asyncio.Task)
-            and getattr(task.get_coro(), "__qualname__", "")
-            == "_AsyncQueueIterator.__anext__"
+            and getattr(task.get_coro(), "__qualname__", "") == "_AsyncQueueIterator.__anext__"
         )
         if leftover:
-            logger.debug(
-                "dropped a cancelled stream's leftover task: %s", context.get("message")
-            )
+            logger.debug("dropped a cancelled stream's leftover task: %s", context.get("message"))
             return
         loop.default_exception_handler(context)
 
@@ -566,17 +509,14 @@ def ignore_sdk_leftovers(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _text_of(item: UserMessageItem) -> str:
-    return " ".join(
-        part.text for part in item.content if isinstance(part, UserMessageTextContent)
-    )
+    return " ".join(part.text for part in item.content if isinstance(part, UserMessageTextContent))
 
 
 def _check_input(user_input: UserMessageInput) -> None:
     if user_input.attachments:
         raise RequestError(400, "attachments are not supported by this server")
     if not any(
-        isinstance(part, UserMessageTagContent) or part.text.strip()
-        for part in user_input.content
+        isinstance(part, UserMessageTagContent) or part.text.strip() for part in user_input.content
     ):
         raise RequestError(400, "the message is empty")
 

@@ -46,27 +46,19 @@ class Smoke:
         self.say(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
         return ok
 
-    def _request(
-        self, path: str, body: dict[str, Any] | None = None
-    ) -> urllib.request.Request:
+    def _request(self, path: str, body: dict[str, Any] | None = None) -> urllib.request.Request:
         headers = {"Content-Type": "application/json", "X-User-Id": self.user_id}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         data = None if body is None else json.dumps(body).encode()
-        return urllib.request.Request(
-            self.url.rstrip("/") + path, data=data, headers=headers
-        )
+        return urllib.request.Request(self.url.rstrip("/") + path, data=data, headers=headers)
 
     def post_json(self, body: dict[str, Any]) -> Any:
-        with urllib.request.urlopen(
-            self._request("/chatkit", body), timeout=self.timeout
-        ) as r:
+        with urllib.request.urlopen(self._request("/chatkit", body), timeout=self.timeout) as r:
             return json.load(r)
 
     def post_stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        with urllib.request.urlopen(
-            self._request("/chatkit", body), timeout=self.timeout
-        ) as r:
+        with urllib.request.urlopen(self._request("/chatkit", body), timeout=self.timeout) as r:
             for raw in r:
                 line = raw.decode("utf-8").rstrip("\r\n")
                 if line.startswith("data: "):
@@ -82,29 +74,18 @@ class Smoke:
             kind = event.get("type")
             if kind == "thread.created":
                 thread_id = event["thread"]["id"]
-            elif kind == "thread.item.updated" and event["update"]["type"].endswith(
-                "text_delta"
-            ):
+            elif kind == "thread.item.updated" and event["update"]["type"].endswith("text_delta"):
                 first_delta = first_delta or time.monotonic() - started
-            elif (
-                kind == "thread.item.done"
-                and event["item"]["type"] == "assistant_message"
-            ):
+            elif kind == "thread.item.done" and event["item"]["type"] == "assistant_message":
                 reply = "".join(part["text"] for part in event["item"]["content"])
             elif kind == "error":
                 errors.append(event.get("message") or event.get("code"))
         self.say(f"--- {label} reply ---\n{reply.strip()}\n---")
-        timing = (
-            f"first text after {first_delta:.2f}s"
-            if first_delta
-            else "no text streamed"
-        )
+        timing = f"first text after {first_delta:.2f}s" if first_delta else "no text streamed"
         self.check(
             f"{label}: streamed a reply",
             bool(reply) and not errors,
-            "; ".join(
-                [timing, f"{time.monotonic() - started:.2f}s in all", *map(str, errors)]
-            ),
+            "; ".join([timing, f"{time.monotonic() - started:.2f}s in all", *map(str, errors)]),
         )
         return thread_id
 
@@ -113,15 +94,9 @@ class Smoke:
         try:
             with urllib.request.urlopen(self._request("/healthz"), timeout=10) as r:
                 self.check("GET /healthz", r.status == 200, r.read().decode())
-            message: dict[str, Any] = {
-                "content": [],
-                "attachments": [],
-                "inference_options": {},
-            }
+            message: dict[str, Any] = {"content": [], "attachments": [], "inference_options": {}}
             first = {**message, "content": [{"type": "input_text", "text": TURNS[0]}]}
-            thread_id = self.turn(
-                {"type": "threads.create", "params": {"input": first}}, "turn 1"
-            )
+            thread_id = self.turn({"type": "threads.create", "params": {"input": first}}, "turn 1")
             if not self.check("a thread was created", thread_id is not None):
                 return False
             second = {**message, "content": [{"type": "input_text", "text": TURNS[1]}]}
@@ -138,8 +113,7 @@ class Smoke:
             kinds = [item["type"] for item in thread["items"]["data"]]
             self.check(
                 "the thread kept both turns",
-                kinds.count("user_message") == 2
-                and kinds.count("assistant_message") >= 2,
+                kinds.count("user_message") == 2 and kinds.count("assistant_message") >= 2,
                 f"title {thread.get('title')!r}, items {kinds}",
             )
         except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:

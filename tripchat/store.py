@@ -22,13 +22,7 @@ from typing import Any, Protocol, Self, TypeVar
 
 import aiosqlite
 from chatkit.store import NotFoundError, Store, StoreItemType
-from chatkit.types import (
-    Attachment,
-    FeedbackKind,
-    Page,
-    ThreadItem,
-    ThreadMetadata,
-)
+from chatkit.types import Attachment, FeedbackKind, Page, ThreadItem, ThreadMetadata
 from pydantic import TypeAdapter
 
 from .config import ConfigError, check_db_url
@@ -181,29 +175,15 @@ class SQLStore(Store[HasUserId], ABC):
     # -- items --------------------------------------------------------------
 
     async def load_thread_items(
-        self,
-        thread_id: str,
-        after: str | None,
-        limit: int,
-        order: str,
-        context: HasUserId,
+        self, thread_id: str, after: str | None, limit: int, order: str, context: HasUserId
     ) -> Page[ThreadItem]:
-        return await self._items_page(
-            thread_id, after, limit, order, context, hidden=True
-        )
+        return await self._items_page(thread_id, after, limit, order, context, hidden=True)
 
     async def load_visible_items(
-        self,
-        thread_id: str,
-        after: str | None,
-        limit: int,
-        order: str,
-        context: HasUserId,
+        self, thread_id: str, after: str | None, limit: int, order: str, context: HasUserId
     ) -> Page[ThreadItem]:
         """A page of what the user sees: hidden context items are skipped, not counted."""
-        return await self._items_page(
-            thread_id, after, limit, order, context, hidden=False
-        )
+        return await self._items_page(thread_id, after, limit, order, context, hidden=False)
 
     async def _items_page(
         self,
@@ -243,15 +223,11 @@ class SQLStore(Store[HasUserId], ABC):
             await self._check_owner(thread_id, context)
         return _page(rows, limit, _ITEM.validate_json)
 
-    async def add_thread_item(
-        self, thread_id: str, item: ThreadItem, context: HasUserId
-    ) -> None:
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: HasUserId) -> None:
         # An upsert: the SDK re-emits a workflow carried over from the last turn.
         await self.save_item(thread_id, item, context)
 
-    async def save_item(
-        self, thread_id: str, item: ThreadItem, context: HasUserId
-    ) -> None:
+    async def save_item(self, thread_id: str, item: ThreadItem, context: HasUserId) -> None:
         await self._one(
             f"Thread {thread_id} not found",
             "INSERT INTO chatkit_items (thread_id, item_id, item_type, item_data) "
@@ -267,9 +243,7 @@ class SQLStore(Store[HasUserId], ABC):
             context.user_id,
         )
 
-    async def load_item(
-        self, thread_id: str, item_id: str, context: HasUserId
-    ) -> ThreadItem:
+    async def load_item(self, thread_id: str, item_id: str, context: HasUserId) -> ThreadItem:
         row = await self._one(
             f"Item {item_id} not found in thread {thread_id}",
             "SELECT i.item_data FROM chatkit_items i JOIN chatkit_threads t "
@@ -281,25 +255,17 @@ class SQLStore(Store[HasUserId], ABC):
         )
         return _ITEM.validate_json(row[0])
 
-    async def delete_thread_item(
-        self, thread_id: str, item_id: str, context: HasUserId
-    ) -> None:
+    async def delete_thread_item(self, thread_id: str, item_id: str, context: HasUserId) -> None:
         # Idempotent for a missing item: the SDK removes items it may never have saved.
         await self._check_owner(thread_id, context)
         await self._execute(
-            "DELETE FROM chatkit_items WHERE thread_id = ? AND item_id = ?",
-            thread_id,
-            item_id,
+            "DELETE FROM chatkit_items WHERE thread_id = ? AND item_id = ?", thread_id, item_id
         )
 
     # -- feedback -----------------------------------------------------------
 
     async def save_feedback(
-        self,
-        thread_id: str,
-        item_ids: Sequence[str],
-        kind: FeedbackKind,
-        context: HasUserId,
+        self, thread_id: str, item_ids: Sequence[str], kind: FeedbackKind, context: HasUserId
     ) -> None:
         """Record the user's rating of items; the latest rating of an item wins."""
         await self._check_owner(thread_id, context)
@@ -344,9 +310,7 @@ class SQLStore(Store[HasUserId], ABC):
             self._json(_ATTACHMENT.dump_json(attachment).decode()),
         )
 
-    async def load_attachment(
-        self, attachment_id: str, context: HasUserId
-    ) -> Attachment:
+    async def load_attachment(self, attachment_id: str, context: HasUserId) -> Attachment:
         row = await self._one(
             f"Attachment {attachment_id} not found",
             "SELECT attachment_data FROM chatkit_attachments "
@@ -385,10 +349,7 @@ class SQLStore(Store[HasUserId], ABC):
         )
         await self._executemany(
             "INSERT INTO agent_messages (session_id, message_data) VALUES (?, ?)",
-            [
-                (session_id, self._json(json.dumps(item, ensure_ascii=False)))
-                for item in items
-            ],
+            [(session_id, self._json(json.dumps(item, ensure_ascii=False))) for item in items],
         )
 
     async def pop_session_item(self, session_id: str) -> Any | None:
@@ -402,9 +363,7 @@ class SQLStore(Store[HasUserId], ABC):
 
     async def clear_session(self, session_id: str) -> None:
         """Forget an agent session and its messages."""
-        await self._execute(
-            "DELETE FROM agent_sessions WHERE session_id = ?", session_id
-        )
+        await self._execute("DELETE FROM agent_sessions WHERE session_id = ?", session_id)
 
     # -- moving a deployment between databases -----------------------------
 
@@ -418,10 +377,7 @@ class SQLStore(Store[HasUserId], ABC):
         await self._executemany(
             spec.import_sql,
             [
-                [
-                    self._json(v) if i == spec.json_column else v
-                    for i, v in enumerate(row[1:])
-                ]
+                [self._json(v) if i == spec.json_column else v for i, v in enumerate(row[1:])]
                 for row in rows
             ],
         )
@@ -440,9 +396,7 @@ class SQLStore(Store[HasUserId], ABC):
 
     async def session_ids(self) -> list[str]:
         """Every agent session id, oldest first."""
-        rows = await self._fetchall(
-            "SELECT session_id FROM agent_sessions ORDER BY created_at"
-        )
+        rows = await self._fetchall("SELECT session_id FROM agent_sessions ORDER BY created_at")
         return [row[0] for row in rows]
 
     # -- helpers ------------------------------------------------------------

@@ -147,15 +147,7 @@ class _CityTable:
         )
         country_code, admin1, timezone = self._areas[area]
         name = self._names[self._name_ends[position] : self._name_ends[position + 1]]
-        return _City(
-            name.decode(),
-            country_code,
-            latitude,
-            longitude,
-            timezone,
-            population,
-            admin1,
-        )
+        return _City(name.decode(), country_code, latitude, longitude, timezone, population, admin1)
 
 
 class _NameIndex:
@@ -165,15 +157,11 @@ class _NameIndex:
 
     def __init__(self, slots: int) -> None:
         """`slots` is a power of two; the table doubles whenever it gets half full."""
-        self._slots = array(
-            "I", bytes(4 * slots)
-        )  # name number + 1, or 0 for an empty slot
+        self._slots = array("I", bytes(4 * slots))  # name number + 1, or 0 for an empty slot
         self._names = bytearray()
         self._name_ends = array("I", [0])
         self._last = array("I")  # per name: its latest entry + 1
-        self._previous = array(
-            "I"
-        )  # per entry: the same name's previous entry + 1, or 0
+        self._previous = array("I")  # per entry: the same name's previous entry + 1, or 0
         self._cities = array("I")  # per entry: a city position
 
     def _probe(self, name: bytes) -> int:
@@ -181,9 +169,7 @@ class _NameIndex:
         slots, names, ends = self._slots, self._names, self._name_ends
         mask = len(slots) - 1
         slot = hash(name) & mask
-        while (number := slots[slot]) and names[
-            ends[number - 1] : ends[number]
-        ] != name:
+        while (number := slots[slot]) and names[ends[number - 1] : ends[number]] != name:
             slot = (slot + 1) & mask
         return slot
 
@@ -243,9 +229,7 @@ def _city_records(path: Traversable) -> Iterator[dict[str, Any]]:
             if match := _CITY_KEY.match(text, start):
                 try:
                     record, start = decoder.raw_decode(text, match.end())
-                except (
-                    json.JSONDecodeError
-                ):  # cut off by the end of the read: read more
+                except json.JSONDecodeError:  # cut off by the end of the read: read more
                     pass
                 else:
                     yield record
@@ -345,9 +329,7 @@ def _airport_rank(airport: airportsdata.Airport) -> int:
 def _country_code(country: str) -> str:
     code = _country_codes().get(_country_key(country))
     if code is None:
-        raise ToolError(
-            f"Unknown country {country!r}: use a country name or ISO code such as PT"
-        )
+        raise ToolError(f"Unknown country {country!r}: use a country name or ISO code such as PT")
     return code
 
 
@@ -418,17 +400,13 @@ def _matching_cities(name: str, country: str | None) -> list[_City]:
     if not key:
         raise ToolError("Give a place name, e.g. 'Lisbon'.")
     keep = _place_filter(country, region.strip())
-    named = [
-        c for c in map(index.cities.__getitem__, index.by_name.get(key)) if keep(c)
-    ]
+    named = [c for c in map(index.cities.__getitem__, index.by_name.get(key)) if keep(c)]
     floor = ALTERNATE_NAME_FACTOR * max((c.population for c in named), default=0)
     alternates = map(index.cities.__getitem__, index.by_alternate.get(key))
     cities = named + [c for c in alternates if c.population >= floor and keep(c)]
     if not cities:
         where = f" in {country}" if country else ""
-        raise ToolError(
-            f"No city named {name!r}{where}. Check the spelling or add the country."
-        )
+        raise ToolError(f"No city named {name!r}{where}. Check the spelling or add the country.")
     return _distinct(sorted(cities, key=lambda c: c.population, reverse=True))
 
 
@@ -454,9 +432,7 @@ def _resolve(place: str, country: str | None = None) -> _City:
     cities = _matching_cities(place, country)
     if not _is_dominant(cities):
         top = cities[:MAX_CANDIDATES]
-        example = (
-            f"{top[0].name}, {_region(top[0]) or _country_name(top[0].country_code)}"
-        )
+        example = f"{top[0].name}, {_region(top[0]) or _country_name(top[0].country_code)}"
         raise ToolError(
             f"{place!r} is ambiguous: {'; '.join(_label(c) for c in top)}. "
             f"Add the country or US state, e.g. {example!r}."
@@ -472,10 +448,7 @@ def _haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     phi1, phi2 = math.radians(lat1), math.radians(lat2)
     half_dphi = (phi2 - phi1) / 2
     half_dlambda = math.radians(lon2 - lon1) / 2
-    a = (
-        math.sin(half_dphi) ** 2
-        + math.cos(phi1) * math.cos(phi2) * math.sin(half_dlambda) ** 2
-    )
+    a = math.sin(half_dphi) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(half_dlambda) ** 2
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
@@ -496,9 +469,7 @@ def _parse_instant(value: str) -> datetime:
         raise ToolError(
             f"times must be ISO date-times such as 2025-01-15T12:00 (UTC), got {value!r}"
         ) from None
-    return (
-        parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    )
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _format_offset(offset: timedelta) -> str:
@@ -525,9 +496,7 @@ def _holiday_calendar(code: str, years: range) -> holidays.HolidayBase:
         raise ToolError(f"No public holiday data for {_country_name(code)}.") from None
     default = probe.default_language or "en"
     english = not default.startswith("en") and "en_US" in probe.supported_languages
-    return holidays.country_holidays(
-        code, years=years, language="en_US" if english else None
-    )
+    return holidays.country_holidays(code, years=years, language="en_US" if english else None)
 
 
 def preload() -> None:
@@ -538,9 +507,7 @@ def preload() -> None:
     _us_state_codes()
     _airports()
     _metro_airports()
-    holidays.country_holidays(
-        "US"
-    )  # loads the package's shared code: a country then takes 1 ms
+    holidays.country_holidays("US")  # loads the package's shared code: a country then takes 1 ms
 
 
 def find_destination(name: str, country: str | None = None) -> dict[str, Any]:
@@ -558,15 +525,10 @@ def find_destination(name: str, country: str | None = None) -> dict[str, Any]:
     cities = _matching_cities(name, country)
     if _is_dominant(cities):
         return _as_dict(cities[0])
-    return {
-        "ambiguous": True,
-        "candidates": [_as_dict(c) for c in cities[:MAX_CANDIDATES]],
-    }
+    return {"ambiguous": True, "candidates": [_as_dict(c) for c in cities[:MAX_CANDIDATES]]}
 
 
-def airports_near(
-    place: str, limit: int = 3, country: str | None = None
-) -> dict[str, Any]:
+def airports_near(place: str, limit: int = 3, country: str | None = None) -> dict[str, Any]:
     """List the airports with IATA codes within 100 km of a city, the likeliest to fly from first.
 
     Each airport has its IATA code, name, the city it lists, and distance_km from the city
@@ -584,9 +546,7 @@ def airports_near(
     city = _resolve(place, country)
     nearby = []
     for airport in _airports():
-        km = _haversine_km(
-            city.latitude, city.longitude, airport["lat"], airport["lon"]
-        )
+        km = _haversine_km(city.latitude, city.longitude, airport["lat"], airport["lon"])
         if km <= AIRPORT_RADIUS_KM:
             nearby.append((_airport_rank(airport), km, airport))
     nearby.sort(key=lambda row: row[:2])
@@ -660,9 +620,7 @@ def public_holidays(country: str, start: str, end: str) -> dict[str, Any]:
     }
 
 
-def local_time(
-    place: str, other: str | None = None, at: str | None = None
-) -> dict[str, Any]:
+def local_time(place: str, other: str | None = None, at: str | None = None) -> dict[str, Any]:
     """Local time and UTC offset in a city, and optionally the time difference to another.
 
     difference_hours is the other city's clock minus this city's (London → Tokyo in
@@ -713,9 +671,7 @@ def trip_calendar(start: str, nights: int) -> dict[str, Any]:
         "start": arrival.isoformat(),
         "check_out": days[-1].isoformat(),
         "nights": nights,
-        "days": [
-            {"date": day.isoformat(), "weekday": day.strftime("%A")} for day in days
-        ],
+        "days": [{"date": day.isoformat(), "weekday": day.strftime("%A")} for day in days],
         "weekend_days": [day.isoformat() for day in days if day.weekday() >= 5],
     }
 
@@ -773,9 +729,7 @@ def describe_tool_call(name: str, arguments: dict[str, Any] | str) -> str:
         return name
     try:
         return label(json.loads(arguments) if isinstance(arguments, str) else arguments)
-    except (
-        Exception
-    ):  # a label must never break the stream it decorates, whatever the model sent
+    except Exception:  # a label must never break the stream it decorates, whatever the model sent
         return name
 
 
@@ -788,9 +742,7 @@ def _tool(func: Callable[P, dict[str, Any]]) -> FunctionTool:
     @functools.wraps(func)
     def run(*args: P.args, **kwargs: P.kwargs) -> str:
         try:
-            return json.dumps(
-                func(*args, **kwargs), ensure_ascii=False, separators=(",", ":")
-            )
+            return json.dumps(func(*args, **kwargs), ensure_ascii=False, separators=(",", ":"))
         except ToolError as error:
             return f"Error: {error}"
 
