@@ -500,15 +500,17 @@ class H2Client:
         content_length: bool = True,
         chunks: int = 1,
         pause: float = 0.0,
+        method: str = "POST",
+        path: str = "/chatkit",
     ) -> H2Response:
-        """POST body to /chatkit in `chunks` DATA frames `pause` seconds apart."""
+        """Send body (to POST /chatkit) in `chunks` DATA frames `pause` seconds apart."""
         stream_id = self.conn.get_next_available_stream_id()
         response = self.responses[stream_id] = H2Response(stream_id)
         fields = [
-            (":method", "POST"),
+            (":method", method),
             (":scheme", "http"),
             (":authority", self.authority),
-            (":path", "/chatkit"),
+            (":path", path),
             ("content-type", "application/json"),
             *headers.items(),
         ]
@@ -652,10 +654,24 @@ async def test_h2_rst_stream_cancels_one_reply_and_spares_the_others(
     assert_partial_reply(messages, long_text, seen)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A request the server answers before reading its whole body."""
+
+    headers: dict[str, str]
+    size: int
+    content_length: bool
+    status: int
+    method: str = "POST"
+    path: str = "/chatkit"
+
+
 REFUSALS = {
-    "413-declared-length": (AUTH, BIG_BODY, True, 413),
-    "413-no-length": (AUTH, BIG_BODY, False, 413),
-    "401-no-token": ({}, 0, True, 401),
+    "413-declared-length": Refusal(AUTH, BIG_BODY, True, 413),
+    "413-no-length": Refusal(AUTH, BIG_BODY, False, 413),
+    "401-no-token": Refusal({}, 0, True, 401),
+    "404-unknown-path": Refusal(AUTH, BIG_BODY, True, 404, path="/nope"),
+    "405-wrong-method": Refusal(AUTH, BIG_BODY, True, 405, method="PUT"),
 }
 
 
@@ -667,19 +683,25 @@ def refused_body(size: int) -> bytes:
 @pytest.mark.parametrize("case", REFUSALS)
 async def test_h2_refusal_keeps_the_other_streams_alive(server: ServerProcess, case: str) -> None:
     """Hypercorn issue 329: DATA after the answer must not drop the connection."""
-    headers, size, content_length, status = REFUSALS[case]
-    body = refused_body(size)
+    refusal = REFUSALS[case]
+    body = refused_body(refusal.size)
     with anyio.fail_after(TEST_SECONDS):
         async with H2Client.connect(server.port) as h2c:
             running_body = encode(create_thread(unique("[tokens 40] [delay 0.05]")))
             running = await h2c.request(running_body, AUTH)
             await wait_deltas(running, 1)
             refused = await h2c.request(
-                body, headers, content_length=content_length, chunks=16, pause=0.01
+                body,
+                refusal.headers,
+                content_length=refusal.content_length,
+                chunks=16,
+                pause=0.01,
+                method=refusal.method,
+                path=refusal.path,
             )
             await h2c.finish(refused)
-            assert refused.status == status, refused
-            assert refused.json()["error"]["status"] == status
+            assert refused.status == refusal.status, refused
+            assert refused.json()["error"]["status"] == refusal.status
             await h2c.finish(running)
     assert running.status == 200
     assert assistant_text(running.events) == words(40)
@@ -687,16 +709,18 @@ async def test_h2_refusal_keeps_the_other_streams_alive(server: ServerProcess, c
 
 @pytest.mark.parametrize("case", REFUSALS)
 async def test_http1_refusal(server: ServerProcess, case: str) -> None:
-    headers, size, content_length, status = REFUSALS[case]
-    body = refused_body(size)
+    refusal = REFUSALS[case]
+    body = refused_body(refusal.size)
 
     async def chunked() -> AsyncIterator[bytes]:
         for offset in range(0, len(body), 16 * 1024):
             yield body[offset : offset + 16 * 1024]
 
-    content: bytes | AsyncIterator[bytes] = body if content_length else chunked()
+    content: bytes | AsyncIterator[bytes] = body if refusal.content_length else chunked()
     with anyio.fail_after(TEST_SECONDS):
         async with http_client() as client:
-            response = await client.post(f"{server.url}/chatkit", content=content, headers=headers)
-    assert response.status_code == status, response.text[:500]
-    assert response.json()["error"]["status"] == status
+            response = await client.request(
+                refusal.method, server.url + refusal.path, content=content, headers=refusal.headers
+            )
+    assert response.status_code == refusal.status, response.text[:500]
+    assert response.json()["error"]["status"] == refusal.status

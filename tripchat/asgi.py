@@ -217,7 +217,9 @@ def create_app(
         )
 
     async def http_error(request: Request, exc: Exception) -> Response:
+        # Routing refusals (404, 405) come before any read: drain the body as for a 413.
         assert isinstance(exc, HTTPException)
+        await discard_body(request)
         return error(exc.status_code, exc.detail, exc.headers)
 
     return Starlette(
