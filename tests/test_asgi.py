@@ -286,10 +286,15 @@ BAD_BODIES: dict[str, tuple[bytes, str]] = {
         "params.input.content",
     ),
     "overlong title": (request("threads.update", thread_id="t", title="x" * 500), "title"),
-    "blank title": (request("threads.update", thread_id="t", title="  "), "title must not be empty"),
+    "blank title": (
+        request("threads.update", thread_id="t", title="  "),
+        "title must not be empty",
+    ),
     "empty message": (request("threads.create", input=user_input(" \n ")), "the message is empty"),
     "no message parts": (
-        request("threads.add_user_message", thread_id="t", input={**user_input("x"), "content": []}),
+        request(
+            "threads.add_user_message", thread_id="t", input={**user_input("x"), "content": []}
+        ),
         "the message is empty",
     ),
 }
@@ -409,6 +414,13 @@ async def test_users_only_see_their_own_threads(client: Client, exchange: Exchan
 async def test_an_unusable_user_id_is_400(client: Client, user: str) -> None:
     message = error_message(await client.post(request("threads.list"), user=user), 400)
     assert "X-User-Id" in message
+
+
+async def test_a_user_header_given_twice_is_400(client: Client) -> None:
+    """A proxy that appends the header leaves the client's own value first: trust neither."""
+    headers = [("X-User-Id", "alice"), ("X-User-Id", "bob")]
+    response = await client.http.post("/chatkit", content=request("threads.list"), headers=headers)
+    assert "given once" in error_message(response, 400)
 
 
 async def test_the_user_header_setting_is_honoured(serve: Serve) -> None:

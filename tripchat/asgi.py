@@ -100,10 +100,12 @@ def authorized(request: Request, token: str | None) -> bool:
 
 def user_of(request: Request, settings: Settings) -> str | None:
     """The user id from the trusted header, the demo user without one, None if unusable."""
-    user_id = request.headers.get(settings.user_header)
-    if user_id is None:
+    values = request.headers.getlist(settings.user_header)
+    if not values:
         return settings.default_user
-    user_id = user_id.strip()
+    if len(values) > 1:
+        return None  # a proxy that appends instead of replacing: never guess which is true
+    user_id = values[0].strip()
     if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
         return None
     return user_id
@@ -171,7 +173,8 @@ def create_app(
         if user_id is None:
             await discard_body(request)
             return error(
-                400, f"{settings.user_header} must be 1-{MAX_USER_ID} printable characters"
+                400,
+                f"{settings.user_header} must be given once, 1-{MAX_USER_ID} printable characters",
             )
         try:
             body = await read_body(request, settings.max_body_bytes)
