@@ -717,8 +717,9 @@ async def test_feedback_is_persisted(chat: Chat) -> None:
     thread_id, events = await chat.create("hi [tokens 1]")
     reply = done_items(events, "assistant_message")[0]["id"]
 
+    # The same id many times over is one item (within the per-request limit of 100).
     answer = await chat.call(
-        request("items.feedback", thread_id=thread_id, item_ids=[reply], kind="positive")
+        request("items.feedback", thread_id=thread_id, item_ids=[reply] * 500, kind="positive")
     )
 
     assert answer == {}
@@ -853,6 +854,23 @@ BAD_REQUESTS: dict[str, tuple[type[Exception], Callable[[str], bytes]]] = {
     "feedback in unknown thread": (
         NotFoundError,
         lambda t: request("items.feedback", thread_id="thr_nope", item_ids=[], kind="positive"),
+    ),
+    "feedback on too many items": (
+        RequestError,
+        lambda t: request(
+            "items.feedback",
+            thread_id=t,
+            item_ids=[f"msg_{i}" for i in range(101)],
+            kind="positive",
+        ),
+    ),
+    "overlong message": (
+        RequestError,
+        lambda t: request("threads.add_user_message", thread_id=t, input=user_input("x" * 32_001)),
+    ),
+    "overlong first message": (
+        RequestError,
+        lambda t: request("threads.create", input=user_input("x " * 16_001)),
     ),
     "not json": (RequestError, lambda t: b"{nope"),
     "unknown type": (RequestError, lambda t: request("threads.explode")),

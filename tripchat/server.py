@@ -86,6 +86,9 @@ UNSUPPORTED = (
     ThreadsSyncCustomActionReq,
 )
 MAX_PAGE = 100
+MAX_MESSAGE_CHARS = 32_000
+"""About 8,000 tokens: a pasted itinerary fits; a message that fills the model's context
+(and every later page and turn of the thread) does not."""
 MAX_TITLE = 200
 PENDING_LOOKBACK = 20
 TOOL_IO = "tripchat.tool_io"
@@ -303,8 +306,13 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             case ThreadsAddClientToolOutputReq():
                 await self._pending_tool_call(request.params.thread_id, context)
             case ItemsFeedbackReq():
+                # A lookup per id: bounded, so one request cannot cost thousands of queries.
+                item_ids = list(dict.fromkeys(request.params.item_ids))
+                if len(item_ids) > MAX_PAGE:
+                    raise RequestError(400, f"item_ids: at most {MAX_PAGE} ids per request")
+                request.params.item_ids = item_ids
                 await self.store.load_thread(request.params.thread_id, context)
-                for item_id in request.params.item_ids:
+                for item_id in item_ids:
                     await self.store.load_item(request.params.thread_id, item_id, context)
             case ThreadsUpdateReq():
                 if not request.params.title.strip():
@@ -519,6 +527,8 @@ def _check_input(user_input: UserMessageInput) -> None:
         isinstance(part, UserMessageTagContent) or part.text.strip() for part in user_input.content
     ):
         raise RequestError(400, "the message is empty")
+    if sum(len(part.text) for part in user_input.content) > MAX_MESSAGE_CHARS:
+        raise RequestError(400, f"the message is longer than {MAX_MESSAGE_CHARS} characters")
 
 
 def _check_limit(limit: int | None) -> int | None:
