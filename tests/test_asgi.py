@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -446,6 +447,17 @@ async def test_without_a_user_header_requests_are_the_default_users(client: Clie
     page = await client.store.load_threads(10, None, "desc", RequestContext("local"))
     assert [t.id for t in page.data] == [thread_id]
     assert (await client.json(request("threads.list")))["data"] == []
+
+
+async def test_a_model_failure_logs_one_warning_and_no_error(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client can make the model fail (a message past its context): not an ERROR for ops."""
+    with caplog.at_level(logging.WARNING):
+        events = await client.stream(request("threads.create", input=user_input("hi [error 400]")))
+    assert events[-1]["type"] == "error"
+    loud = [(r.name, r.levelname) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [("tripchat.server", "WARNING")]
 
 
 # -- other routes ----------------------------------------------------------------------

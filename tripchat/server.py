@@ -494,13 +494,25 @@ async def _real_ids(
         yield event
 
 
+class _SDKModelErrorFilter(logging.Filter):
+    """Drops the Agents SDK's ERROR for a failed model stream: `respond` already logs the
+    cause as a warning, and a client can provoke it (a message past the context window)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Error streaming response")
+
+
+_SDK_MODEL_ERRORS = _SDKModelErrorFilter()
+
+
 def ignore_sdk_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    """Keep a cancelled stream's leftovers out of the error log.
+    """Keep what the SDKs log for an ended stream out of the error log.
 
     When a reply is cancelled, `chatkit.agents._merge_generators` abandons its two
     `__anext__` tasks: one ends in `StopAsyncIteration` nobody retrieves, the other is
     destroyed pending. Both are harmless; each would log an ERROR with a traceback.
     """
+    logging.getLogger("openai.agents").addFilter(_SDK_MODEL_ERRORS)  # adding it twice is a no-op
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         task = context.get("task") or context.get("future")
