@@ -142,6 +142,7 @@ def test_supported_db_urls(url: str) -> None:
         ("CHATKIT_SHUTDOWN_GRACE", "-1"),
         ("CHATKIT_SHUTDOWN_GRACE", "inf"),
         ("CHATKIT_DB_POOL_SIZE", "0"),
+        ("CHATKIT_MAX_STREAMS_PER_USER", "0"),
         ("CHATKIT_USER_HEADER", "X User"),
     ],
 )

@@ -121,9 +121,7 @@ def access_statuses(server: ServerProcess) -> list[str]:
     return ACCESS_LINE.findall(log)
 
 
-async def test_200_concurrent_conversations_of_3_turns(
-    mock: OpenAIMock, tmp_path: Path
-) -> None:
+async def test_200_concurrent_conversations_of_3_turns(mock: OpenAIMock, tmp_path: Path) -> None:
     env = app_env(mock.base_url, tmp_path / "load.db")
     limits = httpx.Limits(
         max_connections=CONVERSATIONS,
@@ -141,7 +139,8 @@ async def test_200_concurrent_conversations_of_3_turns(
             streams["open"] += 1
             streams["peak"] = max(streams["peak"], streams["open"])
             try:
-                result = await stream_turn(client, url, body, {})
+                user = {"X-User-Id": f"load-{conversation}"}  # 200 users, a conversation each
+                result = await stream_turn(client, url, body, user)
             finally:
                 streams["open"] -= 1
             assert result.http_version == "HTTP/1.1"
@@ -267,9 +266,7 @@ async def fault_then_recovery(
             saved = await saved_messages(client, failing.url, thread_id, {}, 1)
             assert saved == [("user_message", text)]
 
-            again = await stream_turn(
-                client, recovering.url, add_message(thread_id, follow_up), {}
-            )
+            again = await stream_turn(client, recovering.url, add_message(thread_id, follow_up), {})
             assert_completed(again, 3)
             saved = await saved_messages(client, recovering.url, thread_id, {}, 3)
     assert saved == unanswered_then_answered(text, follow_up)

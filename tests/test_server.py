@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +24,9 @@ from chatkit.types import (
     ThreadItem,
     UserMessageItem,
 )
-
 from openai_mock import OpenAIMock, RecordedRequest
+
+from tripchat import streams
 from tripchat.agent import configure_tracing, create_trip_planner_agent
 from tripchat.config import Settings
 from tripchat.context import RequestContext
@@ -34,6 +36,7 @@ from tripchat.store import SQLStore
 pytestmark = pytest.mark.anyio
 
 ALICE = RequestContext("alice")
+BOB = RequestContext("bob")
 LISBON_CALL = '[call find_destination {"name": "Lisbon"}] [tokens 2]'
 HIDDEN_TYPES = ("hidden_context_item", "sdk_hidden_context")
 
@@ -55,6 +58,16 @@ def user_input(text: str, attachments: list[str] | None = None) -> dict[str, Any
 def request(kind: str, /, **params: Any) -> bytes:
     """A ChatKit request body."""
     return json.dumps({"type": kind, "params": params}).encode()
+
+
+def create_body(text: str) -> bytes:
+    """threads.create with this message."""
+    return request("threads.create", input=user_input(text))
+
+
+def add(text: str, thread_id: str) -> bytes:
+    """threads.add_user_message with this message."""
+    return request("threads.add_user_message", thread_id=thread_id, input=user_input(text))
 
 
 def parse_frame(chunk: bytes) -> dict[str, Any]:
@@ -181,7 +194,7 @@ async def make_chat(store: SQLStore, openai_mock: OpenAIMock) -> AsyncIterator[C
     """Build a server on the store and the scripted model with some settings changed."""
     made: list[Chat] = []
 
-    def make(*, history_items: int = 40, **overrides: Any) -> Chat:
+    def make(*, history_items: int = 40, max_streams_per_user: int = 10, **overrides: Any) -> Chat:
         settings = Settings(
             openai_base_url=openai_mock.base_url,
             openai_api_key="test",
@@ -191,7 +204,9 @@ async def make_chat(store: SQLStore, openai_mock: OpenAIMock) -> AsyncIterator[C
         )
         configure_tracing(settings)
         agent = create_trip_planner_agent(settings)
-        server = TripPlannerServer(store, agent, history_items=history_items)
+        server = TripPlannerServer(
+            store, agent, history_items=history_items, max_streams_per_user=max_streams_per_user
+        )
         made.append(Chat(server, store, openai_mock))
         return made[-1]
 
@@ -638,6 +653,129 @@ async def test_a_second_cancellation_does_not_cut_the_save_short(
     stored = await chat.items(thread_id)
     assert any(isinstance(i, SDKHiddenContextItem) for i in stored)
     assert len(await chat.assistant_texts(thread_id)) == 1
+
+
+# -- one reply per thread, a few per user ------------------------------------------
+
+
+async def start(chat: Chat, body: bytes, context: RequestContext = ALICE) -> StreamingResult:
+    """Process a streaming request and start reading it: its reply is under way."""
+    result = await chat.server.process(body, context)
+    assert isinstance(result, StreamingResult)
+    return result
+
+
+async def read_all(result: StreamingResult) -> list[dict[str, Any]]:
+    return [parse_frame(chunk) async for chunk in result.json_events]
+
+
+async def test_a_second_message_waits_for_the_reply_in_its_thread(chat: Chat) -> None:
+    """Two tabs: the second message is answered after the first reply, which it sees."""
+    thread_id, _ = await chat.create("hello [tokens 1]")
+    first = await start(chat, add("first [tokens 10] [delay 0.03]", thread_id))
+    async with anyio.create_task_group() as group:
+        group.start_soon(read_all, first)
+        await anyio.sleep(0.05)
+        second = await start(chat, add("second [tokens 2]", thread_id))  # waits for the first
+        assert reply_text(await read_all(second)) == words(2)
+
+    texts = [
+        item_text(item) if isinstance(item, AssistantMessageItem) else item.content[0].text
+        for item in await chat.items(thread_id)
+        if isinstance(item, (AssistantMessageItem, UserMessageItem))
+    ]
+    assert texts[-4:] == [
+        "first [tokens 10] [delay 0.03]",
+        words(10),
+        "second [tokens 2]",
+        words(2),
+    ]
+    assert words(10).strip() in json.dumps(chat.mock.requests[-1].body)
+
+
+async def test_a_retry_racing_a_new_message_leaves_no_orphan_reply(chat: Chat) -> None:
+    thread_id, events = await chat.create("first [tokens 1]")
+    first_message = done_items(events, "user_message")[0]["id"]
+    running = await start(chat, add("second [tokens 10] [delay 0.03]", thread_id))
+    async with anyio.create_task_group() as group:
+        group.start_soon(read_all, running)
+        await anyio.sleep(0.05)
+        retry = await start(
+            chat, request("threads.retry_after_item", thread_id=thread_id, item_id=first_message)
+        )
+        await read_all(retry)
+
+    stored = [i for i in await chat.items(thread_id) if not isinstance(i, SDKHiddenContextItem)]
+    assert [type(i).__name__ for i in stored] == ["UserMessageItem", "AssistantMessageItem"]
+
+
+@pytest.mark.usefixtures("tolerate_chatkit_task_leaks")
+async def test_a_thread_busy_past_the_wait_is_409(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "THREAD_WAIT_SECONDS", 0.1)
+    thread_id, _ = await chat.create("hello [tokens 1]")
+    running = await start(chat, add("long [tokens 200] [delay 0.02]", thread_id))
+    await _read_deltas(running.json_events, 1)
+    with pytest.raises(RequestError) as raised:
+        await chat.server.process(add("me too", thread_id), ALICE)
+    assert raised.value.status == 409
+    await running.json_events.aclose()
+    assert reply_text(await chat.send(thread_id, "now [tokens 2]")) == words(2)
+
+
+@pytest.mark.usefixtures("tolerate_chatkit_task_leaks")
+async def test_a_user_past_the_stream_limit_gets_429_and_others_do_not(
+    make_chat: Callable[..., Chat],
+) -> None:
+    chat = make_chat(max_streams_per_user=2)
+    long_one = create_body("long [tokens 200] [delay 0.02]")
+    running = [await start(chat, long_one), await start(chat, long_one)]
+    for result in running:
+        await _read_deltas(result.json_events, 1)
+    with pytest.raises(RequestError) as raised:
+        await chat.server.process(long_one, ALICE)
+    assert raised.value.status == 429
+    assert reply_text(await chat.stream(create_body("bob [tokens 2]"), BOB)) == words(2)
+    await running[0].json_events.aclose()
+    assert reply_text(await chat.stream(create_body("again [tokens 2]"))) == words(2)
+    await running[1].json_events.aclose()
+
+
+@pytest.mark.usefixtures("tolerate_chatkit_task_leaks")
+async def test_deleting_a_thread_stops_its_reply_and_tells_the_reader(
+    chat: Chat, caplog: pytest.LogCaptureFixture
+) -> None:
+    thread_id, _ = await chat.create("hello [tokens 1]")
+    running = await start(chat, add("long [tokens 200] [delay 0.02]", thread_id))
+    await _read_deltas(running.json_events, 2)
+    with caplog.at_level(logging.WARNING):
+        assert await chat.call(request("threads.delete", thread_id=thread_id)) == {}
+        with anyio.fail_after(10):
+            rest = await read_all(running)
+    assert rest[-1]["type"] == "error" and rest[-1]["allow_retry"] is False
+    assert "deleted" in rest[-1]["message"]
+    model_request = chat.mock.requests[-1]
+    await wait_done(model_request)
+    assert model_request.disconnected and model_request.deltas_sent < 100
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    with pytest.raises(NotFoundError):
+        await chat.store.load_thread(thread_id, ALICE)
+
+
+async def test_a_rename_never_brings_a_deleted_thread_back(chat: Chat) -> None:
+    thread_id, _ = await chat.create("hello [tokens 1]")
+    thread = await chat.store.load_thread(thread_id, ALICE)
+    await chat.call(request("threads.delete", thread_id=thread_id))
+    thread.title = "renamed"
+    with pytest.raises(NotFoundError):
+        await chat.store.update_thread(thread, ALICE)
+    with pytest.raises(NotFoundError):
+        await chat.server.process(
+            request("threads.update", thread_id=thread_id, title="renamed"), ALICE
+        )
+    with pytest.raises(NotFoundError):
+        await chat.store.load_thread(thread_id, ALICE)
 
 
 # -- retry -------------------------------------------------------------------------

@@ -154,7 +154,10 @@ def create_app(
         warm = asyncio.create_task(warm_up())
         app.state.store = store
         app.state.server = TripPlannerServer(
-            store, create_trip_planner_agent(settings, client), history_items=settings.history_items
+            store,
+            create_trip_planner_agent(settings, client),
+            history_items=settings.history_items,
+            max_streams_per_user=settings.max_streams_per_user,
         )
         try:
             yield
@@ -186,7 +189,7 @@ def create_app(
         try:
             result = await server.process(body, RequestContext(user_id))
         except RequestError as exc:
-            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status in (429, 503) else None
             return error(exc.status, exc.message, retry)
         except NotFoundError as exc:
             return error(404, str(exc) or "not found")

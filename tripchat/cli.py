@@ -27,7 +27,6 @@ from .smoke import Smoke
 from .store import open_store
 from .tools import describe_tool_call
 
-
 KEEP_ALIVE_SECONDS = 75.0
 
 

@@ -106,6 +106,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     shutdown_grace: float = 20.0
     db_pool_size: int = 10
+    max_streams_per_user: int = 10
 
     @property
     def uses_openai_platform(self) -> bool:
@@ -155,6 +156,7 @@ class Settings:
             max_body_bytes=_int(env, "CHATKIT_MAX_BODY_BYTES", 1024 * 1024, 1024),
             shutdown_grace=_number(env, "CHATKIT_SHUTDOWN_GRACE", 20.0, 0.0),
             db_pool_size=_int(env, "CHATKIT_DB_POOL_SIZE", 10, 1),
+            max_streams_per_user=_int(env, "CHATKIT_MAX_STREAMS_PER_USER", 10, 1),
         )
         tracing_default = settings.uses_openai_platform and settings.openai_api_key is not None
         return replace(settings, tracing=_bool(env, "CHATKIT_TRACING", tracing_default))

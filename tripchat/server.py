@@ -42,6 +42,7 @@ from chatkit.types import (
     SDKHiddenContextItem,
     StreamingReq,
     Thread,
+    ThreadCreatedEvent,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemUpdatedEvent,
@@ -51,6 +52,7 @@ from chatkit.types import (
     ThreadsAddUserMessageReq,
     ThreadsCreateReq,
     ThreadsCustomActionReq,
+    ThreadsDeleteReq,
     ThreadsGetByIdReq,
     ThreadsListReq,
     ThreadsRetryAfterItemReq,
@@ -69,6 +71,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .context import RequestContext
 from .store import SQLStore
+from .streams import Busy, Slot, Streams
 from .tools import describe_tool_call
 
 logger = logging.getLogger("tripchat.server")
@@ -94,6 +97,15 @@ PENDING_LOOKBACK = 20
 TOOL_IO = "tripchat.tool_io"
 SHIELDED_SAVE_SECONDS = 10.0
 ANNOUNCE_SECONDS = 5.0
+
+
+RESTARTING = ErrorEvent(
+    code="custom", message="The server is restarting. Please retry.", allow_retry=True
+)
+DELETED = ErrorEvent(code="custom", message="This conversation was deleted.", allow_retry=False)
+FAILED = ErrorEvent(code="custom", message="Something went wrong. Please retry.", allow_retry=True)
+LEFT = ErrorEvent(code="custom", message="The client left.", allow_retry=True)
+"""A stop with nobody left to tell."""
 
 
 class RequestError(Exception):
@@ -252,14 +264,21 @@ def _upstream_error(exc: openai.APIError) -> CustomStreamError:
 class TripPlannerServer(ChatKitServer[RequestContext]):
     """ChatKit over the trip planner agent and a durable `SQLStore`."""
 
-    def __init__(self, store: SQLStore, agent: Agent[Any], *, history_items: int = 40) -> None:
+    def __init__(
+        self,
+        store: SQLStore,
+        agent: Agent[Any],
+        *,
+        history_items: int = 40,
+        max_streams_per_user: int = 10,
+    ) -> None:
         # Store is invariant in its context type; ours reads only `user_id` from it.
         super().__init__(cast(Store[RequestContext], store))
         self.sql_store = store
         self.agent = agent
         self.history_items = history_items
         self.converter = TripItemConverter()
-        self._producers: set[asyncio.Task[None]] = set()
+        self.streams = Streams(max_streams_per_user)
         self.draining = False
 
     # -- entry point ----------------------------------------------------------
@@ -276,7 +295,11 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         if is_streaming_req(parsed):
             if self.draining:
                 raise RequestError(503, "the server is restarting; retry in a few seconds")
-            return StreamingResult(self._stream(parsed, context))
+            try:
+                slot = await self.streams.reserve(context.user_id, _thread_id(parsed))
+            except Busy as exc:
+                raise RequestError(exc.status, exc.message) from None
+            return StreamingResult(self._stream(parsed, context, slot))
         return NonStreamingResult(await self._process_non_streaming(parsed, context))
 
     async def _check(self, request: ChatKitReq, context: RequestContext) -> None:
@@ -342,20 +365,31 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 )
                 full = Thread(**thread.model_dump(), items=page)
                 return self._serialize(self._to_thread_response(full))
+            case ThreadsUpdateReq(params=params):
+                thread = await self.store.load_thread(params.thread_id, context)
+                thread.title = params.title
+                await self.sql_store.update_thread(thread, context)
+                return self._serialize(self._to_thread_response(thread))
+            case ThreadsDeleteReq(params=params):
+                # The owner's check first: another user's replies are left alone.
+                await self.store.load_thread(params.thread_id, context)
+                await self._stop_thread(params.thread_id)
         return await super()._process_non_streaming(request, context)
 
     # -- streaming: a producer task per stream, so shutdown can stop it cleanly --
 
     async def _stream(
-        self, request: StreamingReq, context: RequestContext
+        self, request: StreamingReq, context: RequestContext, slot: Slot
     ) -> AsyncGenerator[bytes, None]:
+        if slot.stopped_with is not None:  # stopped before its response started
+            yield self._event_frame(slot.stopped_with)
+            return
         # Unbounded on purpose: a producer blocked on a full queue is cancelled outside the
         # SDK's handler, which then never saves the partial reply, and could not queue the
         # stream's last frames. A reply is bounded by the model's output; that bounds this.
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        producer = asyncio.create_task(self._produce(request, context, queue))
-        self._producers.add(producer)
-        producer.add_done_callback(self._producers.discard)
+        producer = asyncio.create_task(self._produce(request, context, queue, slot))
+        self.streams.start(slot, producer)
         try:
             while (frame := await queue.get()) is not None:
                 yield frame
@@ -364,28 +398,33 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 # The client left: stop the run. The producer is a task of its own, cancelled
                 # once, so the SDK's cancellation handler can save the partial reply without
                 # being cancelled itself; the shield keeps us waiting for that save.
-                _cancel_once(producer)
+                self.streams.stop([slot], LEFT)
                 with anyio.CancelScope(shield=True), anyio.move_on_after(SHIELDED_SAVE_SECONDS):
                     await asyncio.wait([producer])
 
     async def _produce(
-        self, request: StreamingReq, context: RequestContext, queue: asyncio.Queue[bytes | None]
+        self,
+        request: StreamingReq,
+        context: RequestContext,
+        queue: asyncio.Queue[bytes | None],
+        slot: Slot,
     ) -> None:
         """Run the stream into `queue`; it only ever waits inside the SDK's pipeline."""
         try:
             async for event in self._process_streaming_impl(request, context):
+                if isinstance(event, ThreadCreatedEvent):
+                    slot.thread_id = event.thread.id  # from now on it can be deleted
                 queue.put_nowait(_frame(self._serialize(event)))
         except asyncio.CancelledError:
-            if not self.draining:
-                return  # the client left; nobody reads the queue any more
-            queue.put_nowait(self._error_frame("The server is restarting. Please retry."))
+            if slot.stopped_with is not None and slot.stopped_with is not LEFT:
+                queue.put_nowait(self._event_frame(slot.stopped_with))
         except Exception:
             logger.exception("stream failed")
-            queue.put_nowait(self._error_frame("Something went wrong. Please retry."))
+            queue.put_nowait(self._event_frame(FAILED))
         queue.put_nowait(None)
 
-    def _error_frame(self, message: str) -> bytes:
-        return _frame(self._serialize(ErrorEvent(code="custom", message=message, allow_retry=True)))
+    def _event_frame(self, event: ThreadStreamEvent) -> bytes:
+        return _frame(self._serialize(event))
 
     async def drain(self, grace: float) -> None:
         """Refuse new streams, let replies in flight finish for `grace` seconds, then stop them.
@@ -394,11 +433,15 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         """
         self.draining = True
         with anyio.move_on_after(grace):
-            while self._producers:
-                await asyncio.wait(set(self._producers))
-        producers = set(self._producers)
-        for producer in producers:
-            _cancel_once(producer)
+            while running := [slot.ended.wait() for slot in self.streams.live()]:
+                await asyncio.gather(*running)
+        producers = self.streams.stop(self.streams.live(), RESTARTING)
+        if producers:
+            await asyncio.wait(producers, timeout=SHIELDED_SAVE_SECONDS)
+
+    async def _stop_thread(self, thread_id: str) -> None:
+        """End the replies in a thread about to be deleted: no tokens spent for nobody."""
+        producers = self.streams.stop(self.streams.on_thread(thread_id), DELETED)
         if producers:
             await asyncio.wait(producers, timeout=SHIELDED_SAVE_SECONDS)
 
@@ -551,11 +594,11 @@ def _check_limit(limit: int | None) -> int | None:
     return min(limit, MAX_PAGE)
 
 
-def _cancel_once(producer: asyncio.Task[None]) -> None:
-    """Cancel a stream's producer unless it already is: a second `Task.cancel()` (a shutdown,
-    then the client leaving) would cut its partial-reply save short, shield or not."""
-    if not producer.cancelling():
-        producer.cancel()
+def _thread_id(request: StreamingReq) -> str | None:
+    """The existing thread a streaming request continues; None for threads.create."""
+    params = getattr(request, "params", None)
+    thread_id = getattr(params, "thread_id", None)
+    return thread_id if isinstance(thread_id, str) else None
 
 
 def _frame(payload: bytes) -> bytes:

@@ -144,6 +144,18 @@ class SQLStore(Store[HasUserId], ABC):
             data,
         )
 
+    async def update_thread(self, thread: ThreadMetadata, context: HasUserId) -> None:
+        """Change a thread that exists: unlike `save_thread`, a rename racing a delete
+        cannot bring the thread back."""
+        await self._one(
+            f"Thread {thread.id} not found",
+            "UPDATE chatkit_threads SET thread_data = ?, updated_at = CURRENT_TIMESTAMP "
+            "WHERE thread_id = ? AND user_id = ? RETURNING id",
+            self._json(thread.model_dump_json(exclude={"items"})),
+            thread.id,
+            context.user_id,
+        )
+
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: HasUserId
     ) -> Page[ThreadMetadata]:
