@@ -17,7 +17,7 @@ from chatkit.types import ClientToolCallItem
 from starlette.applications import Starlette
 
 from openai_mock import OpenAIMock
-from test_server import close_model_client, parse_frame, request, user_input, words
+from test_server import close_model_client, parse_frames, request, user_input, words
 from tripchat.asgi import create_app
 from tripchat.config import Settings
 from tripchat.context import RequestContext
@@ -27,11 +27,6 @@ pytestmark = pytest.mark.anyio
 
 ORIGIN = "http://localhost:5173"
 TOKEN = "s3cret-token"
-
-
-def sse_events(body: bytes) -> list[dict[str, Any]]:
-    """Every event of a whole SSE response body."""
-    return [parse_frame(frame + b"\n\n") for frame in body.split(b"\n\n") if frame]
 
 
 def error_message(response: httpx.Response, status: int) -> str:
@@ -73,7 +68,7 @@ class Client:
         assert response.headers["content-type"].startswith("text/event-stream")
         assert "no-cache" in response.headers["cache-control"]
         assert response.headers["x-accel-buffering"] == "no"
-        return sse_events(response.content)
+        return parse_frames(response.content)
 
     async def json(self, body: bytes, user: str | None = "alice", **headers: str) -> Any:
         """POST a non-streaming request and check it was answered as JSON."""

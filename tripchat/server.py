@@ -97,6 +97,7 @@ PENDING_LOOKBACK = 20
 TOOL_IO = "tripchat.tool_io"
 SHIELDED_SAVE_SECONDS = 10.0
 ANNOUNCE_SECONDS = 5.0
+COALESCE_BYTES = 64 * 1024
 
 
 RESTARTING = ErrorEvent(
@@ -392,7 +393,16 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         self.streams.start(slot, producer)
         try:
             while (frame := await queue.get()) is not None:
-                yield frame
+                # A reader that fell behind gets what piled up in one write, not one per event.
+                frames = [frame]
+                size = len(frame)
+                while size < COALESCE_BYTES and not queue.empty():
+                    if (more := queue.get_nowait()) is None:
+                        queue.put_nowait(None)
+                        break
+                    frames.append(more)
+                    size += len(more)
+                yield b"".join(frames)
         finally:
             if not producer.done():
                 # The client left: stop the run. The producer is a task of its own, cancelled
