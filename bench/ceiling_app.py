@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     import tripchat.cli
 
     app = CeilingApp(int(os.environ.get("CEILING_TOKENS", "20")))
-    setattr(tripchat.asgi, "create_app", lambda settings=None: app)  # noqa: B010
+    setattr(tripchat.asgi, "create_app", lambda *args, **kwargs: app)  # noqa: B010
     return tripchat.cli.main(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
