@@ -295,11 +295,14 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         await self._check(parsed, context)
         if is_streaming_req(parsed):
             if self.draining:
-                raise RequestError(503, "the server is restarting; retry in a few seconds")
+                raise _restarting()
             try:
                 slot = await self.streams.reserve(context.user_id, _thread_id(parsed))
             except Busy as exc:
                 raise RequestError(exc.status, exc.message) from None
+            if self.draining:  # it began while this request waited for its thread
+                self.streams.end(slot)
+                raise _restarting()
             return StreamingResult(self._stream(parsed, context, slot))
         return NonStreamingResult(await self._process_non_streaming(parsed, context))
 
@@ -602,6 +605,10 @@ def _check_limit(limit: int | None) -> int | None:
     if limit < 1:
         raise RequestError(400, f"limit must be at least 1, got {limit}")
     return min(limit, MAX_PAGE)
+
+
+def _restarting() -> RequestError:
+    return RequestError(503, "the server is restarting; retry in a few seconds")
 
 
 def _thread_id(request: StreamingReq) -> str | None:
