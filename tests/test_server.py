@@ -719,14 +719,20 @@ async def test_a_retry_racing_a_new_message_leaves_no_orphan_reply(chat: Chat) -
     assert [type(i).__name__ for i in stored] == ["UserMessageItem", "AssistantMessageItem"]
 
 
+async def _long_reply_under_way(chat: Chat, deltas: int) -> tuple[str, StreamingResult]:
+    """A thread whose second reply (4 s long) has streamed `deltas` words so far."""
+    thread_id, _ = await chat.create("hello [tokens 1]")
+    running = await start(chat, add("long [tokens 200] [delay 0.02]", thread_id))
+    await _read_deltas(running.json_events, deltas)
+    return thread_id, running
+
+
 @pytest.mark.usefixtures("tolerate_chatkit_task_leaks")
 async def test_a_thread_busy_past_the_wait_is_409(
     chat: Chat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(streams, "THREAD_WAIT_SECONDS", 0.1)
-    thread_id, _ = await chat.create("hello [tokens 1]")
-    running = await start(chat, add("long [tokens 200] [delay 0.02]", thread_id))
-    await _read_deltas(running.json_events, 1)
+    thread_id, running = await _long_reply_under_way(chat, 1)
     with pytest.raises(RequestError) as raised:
         await chat.server.process(add("me too", thread_id), ALICE)
     assert raised.value.status == 409
@@ -756,9 +762,7 @@ async def test_a_user_past_the_stream_limit_gets_429_and_others_do_not(
 async def test_deleting_a_thread_stops_its_reply_and_tells_the_reader(
     chat: Chat, caplog: pytest.LogCaptureFixture
 ) -> None:
-    thread_id, _ = await chat.create("hello [tokens 1]")
-    running = await start(chat, add("long [tokens 200] [delay 0.02]", thread_id))
-    await _read_deltas(running.json_events, 2)
+    thread_id, running = await _long_reply_under_way(chat, 2)
     with caplog.at_level(logging.WARNING):
         assert await chat.call(request("threads.delete", thread_id=thread_id)) == {}
         with anyio.fail_after(10):
@@ -771,6 +775,44 @@ async def test_deleting_a_thread_stops_its_reply_and_tells_the_reader(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     with pytest.raises(NotFoundError):
         await chat.store.load_thread(thread_id, ALICE)
+
+
+@pytest.mark.usefixtures("tolerate_chatkit_task_leaks")
+async def test_a_message_waiting_for_a_thread_that_gets_deleted_is_404(
+    chat: Chat, caplog: pytest.LogCaptureFixture
+) -> None:
+    thread_id, running = await _long_reply_under_way(chat, 1)
+    with caplog.at_level(logging.WARNING), anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+
+            async def second_tab() -> None:  # its message waits for the first reply
+                with pytest.raises(NotFoundError):
+                    await chat.server.process(add("me too", thread_id), ALICE)
+
+            group.start_soon(second_tab)
+            await anyio.sleep(0.2)
+            await chat.call(request("threads.delete", thread_id=thread_id))
+        await read_all(running)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_reply_whose_response_never_started_still_counts_and_completes(
+    make_chat: Callable[..., Chat],
+) -> None:
+    """The client left before the response began (or its connection is stalled): the reply
+    runs and is kept, and holds its place until it ends, so limits cannot be sidestepped."""
+    chat = make_chat(max_streams_per_user=1)
+    unread = await chat.server.process(create_body("unread [tokens 5] [delay 0.1]"), ALICE)
+    assert isinstance(unread, StreamingResult)
+    with pytest.raises(RequestError) as raised:
+        await chat.server.process(create_body("another"), ALICE)
+    assert raised.value.status == 429
+    with anyio.fail_after(10):
+        while chat.server.streams.live():
+            await anyio.sleep(0.05)
+    (thread,) = (await chat.store.load_threads(10, None, "asc", ALICE)).data
+    assert await chat.assistant_texts(thread.id) == [words(5)]
+    assert reply_text(await chat.stream(create_body("now [tokens 2]"))) == words(2)
 
 
 async def test_a_rename_never_brings_a_deleted_thread_back(chat: Chat) -> None:

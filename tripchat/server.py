@@ -24,7 +24,7 @@ from agents.tool_context import ToolContext
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
 from chatkit.errors import CustomStreamError
 from chatkit.server import DEFAULT_PAGE_SIZE, ChatKitServer, NonStreamingResult, StreamingResult
-from chatkit.store import Store
+from chatkit.store import NotFoundError, Store
 from chatkit.types import (
     AssistantMessageItem,
     AttachmentsCreateReq,
@@ -300,10 +300,24 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 slot = await self.streams.reserve(context.user_id, _thread_id(parsed))
             except Busy as exc:
                 raise RequestError(exc.status, exc.message) from None
-            if self.draining:  # it began while this request waited for its thread
+            try:
+                # While this request waited for its thread, the thread may have been deleted
+                # (404) or a shutdown begun (503).
+                if (thread_id := _thread_id(parsed)) is not None:
+                    await self.store.load_thread(thread_id, context)
+                if self.draining:
+                    raise _restarting()
+                if slot.stopped_with is not None:
+                    raise NotFoundError(f"Thread {thread_id} not found")
+            except BaseException:
                 self.streams.end(slot)
-                raise _restarting()
-            return StreamingResult(self._stream(parsed, context, slot))
+                raise
+            # The reply starts now, not when the response does: its place in the registry
+            # then lasts exactly as long as the reply, however late the response starts.
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+            producer = asyncio.create_task(self._produce(parsed, context, queue, slot))
+            self.streams.start(slot, producer)
+            return StreamingResult(self._stream(queue, producer, slot))
         return NonStreamingResult(await self._process_non_streaming(parsed, context))
 
     async def _check(self, request: ChatKitReq, context: RequestContext) -> None:
@@ -377,23 +391,17 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             case ThreadsDeleteReq(params=params):
                 # The owner's check first: another user's replies are left alone.
                 await self.store.load_thread(params.thread_id, context)
-                await self._stop_thread(params.thread_id)
+                return await self._delete_thread(params.thread_id, context)
         return await super()._process_non_streaming(request, context)
 
     # -- streaming: a producer task per stream, so shutdown can stop it cleanly --
 
     async def _stream(
-        self, request: StreamingReq, context: RequestContext, slot: Slot
+        self, queue: asyncio.Queue[bytes | None], producer: asyncio.Task[None], slot: Slot
     ) -> AsyncGenerator[bytes, None]:
-        if slot.stopped_with is not None:  # stopped before its response started
-            yield self._event_frame(slot.stopped_with)
-            return
-        # Unbounded on purpose: a producer blocked on a full queue is cancelled outside the
-        # SDK's handler, which then never saves the partial reply, and could not queue the
-        # stream's last frames. A reply is bounded by the model's output; that bounds this.
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        producer = asyncio.create_task(self._produce(request, context, queue, slot))
-        self.streams.start(slot, producer)
+        """The reply's frames as they come. The queue is unbounded on purpose: a producer
+        blocked on a full queue is cancelled outside the SDK's handler, which then never
+        saves the partial reply. A reply is bounded by the model's output; that bounds it."""
         try:
             while (frame := await queue.get()) is not None:
                 # A reader that fell behind gets what piled up in one write, not one per event.
@@ -431,6 +439,8 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         except asyncio.CancelledError:
             if slot.stopped_with is not None and slot.stopped_with is not LEFT:
                 queue.put_nowait(self._event_frame(slot.stopped_with))
+        except NotFoundError:  # the thread was deleted under a reply that was not stopped
+            queue.put_nowait(self._event_frame(DELETED))
         except Exception:
             logger.exception("stream failed")
             queue.put_nowait(self._event_frame(FAILED))
@@ -452,11 +462,21 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         if producers:
             await asyncio.wait(producers, timeout=SHIELDED_SAVE_SECONDS)
 
-    async def _stop_thread(self, thread_id: str) -> None:
-        """End the replies in a thread about to be deleted: no tokens spent for nobody."""
+    async def _delete_thread(self, thread_id: str, context: RequestContext) -> bytes:
+        """Stop the thread's reply (no tokens spent for nobody), then delete it.
+
+        The delete holds the thread's place meanwhile, so a message waiting for the thread
+        finds it gone (404) instead of starting a reply in it.
+        """
         producers = self.streams.stop(self.streams.on_thread(thread_id), DELETED)
-        if producers:
-            await asyncio.wait(producers, timeout=SHIELDED_SAVE_SECONDS)
+        held = self.streams.claim(context.user_id, thread_id)
+        try:
+            if producers:
+                await asyncio.wait(producers, timeout=SHIELDED_SAVE_SECONDS)
+            await self.store.delete_thread(thread_id, context)
+        finally:
+            self.streams.end(held)
+        return b"{}"
 
     async def _process_streaming_impl(
         self, request: StreamingReq, context: RequestContext

@@ -9,7 +9,6 @@ thread) with an `error` event for a reader still there.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -18,8 +17,6 @@ from chatkit.types import ErrorEvent
 
 THREAD_WAIT_SECONDS = 5.0
 """How long a new reply waits for the thread's current one: a stopped reply is saving."""
-UNSTARTED_SECONDS = 5.0
-"""A reservation whose response never started (the client left first) is forgotten after this."""
 
 
 class Busy(Exception):
@@ -37,17 +34,10 @@ class Slot:
 
     user_id: str
     thread_id: str | None
-    reserved_at: float = field(default_factory=time.monotonic)
     producer: asyncio.Task[None] | None = None
     stopped_with: ErrorEvent | None = None
     """Why the reply was stopped early, for a reader still there; None if it was not."""
     ended: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def live(self) -> bool:
-        if self.ended.is_set():
-            return False
-        return self.producer is not None or time.monotonic() - self.reserved_at < UNSTARTED_SECONDS
 
 
 def _cancel_once(producer: asyncio.Task[None]) -> None:
@@ -65,8 +55,7 @@ class Streams:
         self._slots: set[Slot] = set()
 
     def live(self) -> list[Slot]:
-        """The replies running or about to start; forgets reservations never taken up."""
-        self._slots = {slot for slot in self._slots if slot.live}
+        """The replies running or about to start (reserved, their producer not yet made)."""
         return list(self._slots)
 
     async def reserve(self, user_id: str, thread_id: str | None) -> Slot:
@@ -79,6 +68,10 @@ class Streams:
                 raise Busy(409, "a reply is still being written in this thread; retry when it ends")
         if sum(slot.user_id == user_id for slot in self.live()) >= self.per_user:
             raise Busy(429, f"at most {self.per_user} replies at once per user; retry shortly")
+        return self.claim(user_id, thread_id)
+
+    def claim(self, user_id: str, thread_id: str | None) -> Slot:
+        """A place taken without waiting or limits (a delete holding its thread)."""
         slot = Slot(user_id, thread_id)
         self._slots.add(slot)
         return slot
@@ -99,9 +92,7 @@ class Streams:
         producers = []
         for slot in slots:
             slot.stopped_with = slot.stopped_with or why
-            if slot.producer is None:
-                self.end(slot)  # its response has not started: it will send `why` alone
-            else:
+            if slot.producer is not None:  # else it is between its reservation and its start
                 _cancel_once(slot.producer)
                 producers.append(slot.producer)
         return producers
