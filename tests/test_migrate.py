@@ -77,12 +77,19 @@ def run_migrate(source: str, target: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_migrate_sqlite_to_postgres_twice(tmp_path: Path) -> None:
+async def filled_source(tmp_path: Path) -> tuple[str, str]:
+    """A filled SQLite source and the empty PostgreSQL target: their URLs."""
     source = f"sqlite:///{tmp_path}/old.db"
     target = os.environ[POSTGRES_URL_VAR]
     await empty_postgres(target)
     async with await open_store(source) as store:
         await fill(store)
+    return source, target
+
+
+async def test_migrate_sqlite_to_postgres_twice(tmp_path: Path) -> None:
+    source, target = await filled_source(tmp_path)
+    async with await open_store(source) as store:
         expected = await snapshot(store)
     assert expected["counts"]["chatkit_items"] > 300  # type: ignore[index]
 
@@ -102,11 +109,7 @@ async def test_migrate_sqlite_to_postgres_twice(tmp_path: Path) -> None:
 
 async def test_a_second_run_catches_up_on_what_changed_in_between(tmp_path: Path) -> None:
     """Turns go on while the first copy runs: the re-run before the switch brings them over."""
-    source = f"sqlite:///{tmp_path}/old.db"
-    target = os.environ[POSTGRES_URL_VAR]
-    await empty_postgres(target)
-    async with await open_store(source) as store:
-        await fill(store)
+    source, target = await filled_source(tmp_path)
     assert run_migrate(source, target).returncode == 0
 
     async with await open_store(source) as store:

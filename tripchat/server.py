@@ -105,8 +105,6 @@ RESTARTING = ErrorEvent(
 )
 DELETED = ErrorEvent(code="custom", message="This conversation was deleted.", allow_retry=False)
 FAILED = ErrorEvent(code="custom", message="Something went wrong. Please retry.", allow_retry=True)
-LEFT = ErrorEvent(code="custom", message="The client left.", allow_retry=True)
-"""A stop with nobody left to tell."""
 
 
 class RequestError(Exception):
@@ -294,31 +292,39 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         parsed = parse_request(bytes(request) if isinstance(request, bytearray) else request)
         await self._check(parsed, context)
         if is_streaming_req(parsed):
+            return await self._start_stream(parsed, context)
+        return NonStreamingResult(await self._process_non_streaming(parsed, context))
+
+    async def _start_stream(
+        self, request: StreamingReq, context: RequestContext
+    ) -> StreamingResult:
+        """Take the reply's place in the registry and start it.
+
+        It starts now, not when the response does: its place then lasts exactly as long
+        as the reply, however late the response starts (or if it never does).
+        """
+        if self.draining:
+            raise _restarting()
+        thread_id = _thread_id(request)
+        try:
+            slot = await self.streams.reserve(context.user_id, thread_id)
+        except Busy as exc:
+            raise RequestError(exc.status, exc.message) from None
+        try:
+            # While it waited for its thread, the thread may have gone or a shutdown begun.
+            if slot.waited and thread_id is not None:
+                await self.store.load_thread(thread_id, context)
             if self.draining:
                 raise _restarting()
-            try:
-                slot = await self.streams.reserve(context.user_id, _thread_id(parsed))
-            except Busy as exc:
-                raise RequestError(exc.status, exc.message) from None
-            try:
-                # While this request waited for its thread, the thread may have been deleted
-                # (404) or a shutdown begun (503).
-                if (thread_id := _thread_id(parsed)) is not None:
-                    await self.store.load_thread(thread_id, context)
-                if self.draining:
-                    raise _restarting()
-                if slot.stopped_with is not None:
-                    raise NotFoundError(f"Thread {thread_id} not found")
-            except BaseException:
-                self.streams.end(slot)
-                raise
-            # The reply starts now, not when the response does: its place in the registry
-            # then lasts exactly as long as the reply, however late the response starts.
-            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-            producer = asyncio.create_task(self._produce(parsed, context, queue, slot))
-            self.streams.start(slot, producer)
-            return StreamingResult(self._stream(queue, producer, slot))
-        return NonStreamingResult(await self._process_non_streaming(parsed, context))
+            if slot.stopped_with is not None:  # a delete stopped it during that lookup
+                raise NotFoundError(f"Thread {thread_id} not found")
+        except BaseException:
+            self.streams.end(slot)
+            raise
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        producer = asyncio.create_task(self._produce(request, context, queue, slot))
+        self.streams.start(slot, producer)
+        return StreamingResult(self._stream(queue, producer, slot))
 
     async def _check(self, request: ChatKitReq, context: RequestContext) -> None:
         """What a stream would only find out after its headers are sent, and bad parameters.
@@ -419,7 +425,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 # The client left: stop the run. The producer is a task of its own, cancelled
                 # once, so the SDK's cancellation handler can save the partial reply without
                 # being cancelled itself; the shield keeps us waiting for that save.
-                self.streams.stop([slot], LEFT)
+                self.streams.stop([slot], None)
                 with anyio.CancelScope(shield=True), anyio.move_on_after(SHIELDED_SAVE_SECONDS):
                     await asyncio.wait([producer])
 
@@ -437,7 +443,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                     slot.thread_id = event.thread.id  # from now on it can be deleted
                 queue.put_nowait(_frame(self._serialize(event)))
         except asyncio.CancelledError:
-            if slot.stopped_with is not None and slot.stopped_with is not LEFT:
+            if slot.stopped_with is not None:  # else the client left: nobody to tell
                 queue.put_nowait(self._event_frame(slot.stopped_with))
         except NotFoundError:  # the thread was deleted under a reply that was not stopped
             queue.put_nowait(self._event_frame(DELETED))

@@ -36,7 +36,10 @@ class Slot:
     thread_id: str | None
     producer: asyncio.Task[None] | None = None
     stopped_with: ErrorEvent | None = None
-    """Why the reply was stopped early, for a reader still there; None if it was not."""
+    """Why the reply was stopped early, for a reader still there; None if it was not (or
+    if the reader is who left)."""
+    waited: bool = False
+    """Whether it waited for its thread's previous reply (the thread may be gone since)."""
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -60,15 +63,19 @@ class Streams:
 
     async def reserve(self, user_id: str, thread_id: str | None) -> Slot:
         """A place for a new reply, after the thread's current one ends (bounded: 409)."""
+        waited = False
         if thread_id is not None:
             with anyio.move_on_after(THREAD_WAIT_SECONDS):
                 while current := self.on_thread(thread_id):
+                    waited = True
                     await current[0].ended.wait()
             if self.on_thread(thread_id):
                 raise Busy(409, "a reply is still being written in this thread; retry when it ends")
         if sum(slot.user_id == user_id for slot in self.live()) >= self.per_user:
             raise Busy(429, f"at most {self.per_user} replies at once per user; retry shortly")
-        return self.claim(user_id, thread_id)
+        slot = self.claim(user_id, thread_id)
+        slot.waited = waited
+        return slot
 
     def claim(self, user_id: str, thread_id: str | None) -> Slot:
         """A place taken without waiting or limits (a delete holding its thread)."""
@@ -87,8 +94,9 @@ class Streams:
         slot.ended.set()
         self._slots.discard(slot)
 
-    def stop(self, slots: Iterable[Slot], why: ErrorEvent) -> list[asyncio.Task[None]]:
-        """Cancel these replies (once each); the producers to wait for."""
+    def stop(self, slots: Iterable[Slot], why: ErrorEvent | None) -> list[asyncio.Task[None]]:
+        """Cancel these replies (once each), telling their readers `why`; the producers to
+        wait for."""
         producers = []
         for slot in slots:
             slot.stopped_with = slot.stopped_with or why
