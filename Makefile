@@ -2,7 +2,8 @@
 # PATH: activate the project's virtualenv first (. .venv/bin/activate).
 #   make install          the package, editable, with the test tools
 #   make chatkit-server   tripchat serve on HOST:PORT (embedded SQLite, env defaults)
-#   make test             the test suite
+#   make test             the test suite, with the coverage report
+#   make lint             ruff (lint and format), mypy --strict, the layout check
 #   make bench            the streaming benchmark (bench/chat_bench.py)
 #   make requirements     regenerate requirements.txt (the buildpack's pins)
 
@@ -15,7 +16,7 @@ BENCH_ARGS ?=
 # A throwaway venv that only `make requirements` uses, removed afterwards.
 REQUIREMENTS_VENV ?= .requirements-venv
 
-.PHONY: install chatkit-server test bench requirements
+.PHONY: install chatkit-server test lint bench requirements
 
 install:
 	$(PYTHON) -m pip install -e ".[test]"
@@ -24,7 +25,13 @@ chatkit-server:
 	$(TRIPCHAT) serve --host $(HOST) --port $(PORT)
 
 test:
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest --cov $(PYTEST_ARGS)
+
+lint:
+	ruff check .
+	ruff format --check .
+	mypy --strict tripchat
+	$(PYTHON) .ci/check_layout.py
 
 bench:
 	$(PYTHON) bench/chat_bench.py $(BENCH_ARGS)

@@ -70,4 +70,11 @@ CREATE TABLE IF NOT EXISTS agent_messages (
 
 CREATE INDEX IF NOT EXISTS idx_agent_messages_session_id ON agent_messages (session_id, id);
 
+-- Deployment-wide values (the URL signing key when CHATKIT_SECRET_KEY is unset), so
+-- every process sharing the database agrees on them.
+CREATE TABLE IF NOT EXISTS tripchat_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
 PRAGMA user_version = 1;

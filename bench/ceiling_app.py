@@ -80,7 +80,10 @@ def turn_events(request: dict[str, Any], tokens: int) -> Iterator[dict[str, Any]
     yield {"type": "stream_options", "stream_options": {"allow_cancel": True}}
     item_id = _id("msg")
     item = {
-        "id": item_id, "thread_id": thread_id, "created_at": _now(), "type": "assistant_message"
+        "id": item_id,
+        "thread_id": thread_id,
+        "created_at": _now(),
+        "type": "assistant_message",
     }
     yield {"type": "thread.item.added", "item": {**item, "content": []}}
     part_added = {"annotations": [], "text": "", "type": "output_text"}

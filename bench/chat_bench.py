@@ -29,7 +29,8 @@ done. The client measures time to first SSE event and to first text delta, turns
 events/s and errors (non-200, `error` events, wrong text); /proc gives the server's peak
 RSS (VmHWM, reset per phase) and CPU seconds per turn (every thread of every process in
 its group). On PostgreSQL the cluster's own CPU (the postmaster and its children, found
-through pg_backend_pid()) is reported apart, when the cluster runs on this machine. Then `--hold` streams are held open at once against the reference and the
+through pg_backend_pid()) is reported apart, when the cluster runs on this machine.
+Then `--hold` streams are held open at once against the reference and the
 first tripchat backend (replies `[tokens 2] [delay S]`: one delta, then S seconds of
 silence; opened in waves of 100) for RSS per open stream. Before the phases, `--burst`
 TCP connects are opened at once against each idle server: a connect that needs a SYN
@@ -59,7 +60,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,10 +201,8 @@ class ProcessGroup:
     def reset_peak(self) -> None:
         """Start a new peak-RSS window (writes 5 to clear_refs; needs owning the process)."""
         for pid in self.pids():
-            try:
+            with suppress(OSError):
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
-            except OSError:
-                pass
 
     def peak_kb(self) -> int:
         return self._status_kb("VmHWM")
@@ -280,7 +279,7 @@ class ServerSpec:
 
     def primary(self, first_db: str | None) -> bool:
         """The reference and the first tripchat backend: held open and profiled."""
-        return self.kind == "reference" or self.kind == "tripchat" and self.db_url == first_db
+        return self.kind == "reference" or (self.kind == "tripchat" and self.db_url == first_db)
 
 
 def _pg_sibling(url: str, suffix: str) -> str:
@@ -466,7 +465,7 @@ async def run_turn(
         result.error = type(exc).__name__
         return result
     if result.error is None and (
-        expected is None and not result.text or expected is not None and result.text != expected
+        (expected is None and not result.text) or (expected is not None and result.text != expected)
     ):
         result.error = "missing text"
     result.ok = result.error is None
@@ -953,7 +952,7 @@ async def bench_servers(
             )
             waited = await target.meters.server.settle()
             _progress(f"{target.name}: warmed up, idle after {waited:.1f}s")
-        for run, target in zip(runs, targets):
+        for run, target in zip(runs, targets, strict=False):
             if args.burst:
                 run.burst = await connect_burst(target, args.burst)
                 await target.meters.server.settle()
@@ -971,7 +970,7 @@ async def bench_servers(
                         f"{phase.turns_per_s:.1f} turns/s, "
                         f"{phase.cpu_ms_per_turn:.1f} CPU ms/turn, {phase.errors} errors"
                     )
-        for run, target in zip(runs, targets):
+        for run, target in zip(runs, targets, strict=False):
             if not run.spec.primary(args.first_db):
                 continue
             if args.profile:
@@ -979,7 +978,7 @@ async def bench_servers(
             if args.hold:
                 run.hold = await hold_streams(target, args.hold, args.hold_seconds)
                 _progress(f"{target.name} hold: {run.hold.kb_per_stream:.0f} KB/stream")
-        for run, target in zip(runs, targets):
+        for run, target in zip(runs, targets, strict=False):
             if run.spec.chatkit:
                 run.lost = await read_back(target)
                 run.verified = len(target.conversations)

@@ -21,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from chatkit.types import AssistantMessageContent, AssistantMessageItem, ThreadMetadata
@@ -29,8 +29,8 @@ from chatkit.types import AssistantMessageContent, AssistantMessageItem, ThreadM
 # Bench the checkout this script sits in, installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tripchat.context import RequestContext  # noqa: E402
-from tripchat.store import SQLStore, open_store  # noqa: E402
+from tripchat.context import RequestContext
+from tripchat.store import SQLStore, open_store
 
 USER = RequestContext("page-cost-bench")
 LIMIT = 20
@@ -39,7 +39,7 @@ CHUNK = 1000
 
 async def fill(store: SQLStore, thread: ThreadMetadata, count: int) -> list[str]:
     """Add `count` items through the store, a chunk at a time; returns ids in order."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     item_ids = [store.generate_item_id("message", thread, USER) for _ in range(count)]
     for start in range(0, count, CHUNK):
         await asyncio.gather(
@@ -80,9 +80,7 @@ def p95(values: list[float]) -> float:
 
 async def run(db_url: str, items: int, reps: int) -> None:
     async with await open_store(db_url) as store:
-        thread = ThreadMetadata(
-            id=store.generate_thread_id(USER), created_at=datetime.now(timezone.utc)
-        )
+        thread = ThreadMetadata(id=store.generate_thread_id(USER), created_at=datetime.now(UTC))
         await store.save_thread(thread, USER)
         try:
             start = time.perf_counter()

@@ -141,14 +141,25 @@ def summarise(path: Path, top: int = 25) -> str:
         for name in ANYWHERE:
             if name in packages or (name == "pydantic" and "pydantic_core" in packages):
                 anywhere[name] += count
-    lines = [f"Samples: {total} ({path.name})", "", "| share | owner (helpers charged to caller) |",
-             "|---:|---|", *_rows(owners, total, len(owners)), "",
-             "| share | inside, wherever called from |", "|---:|---|",
-             *_rows(anywhere, total, len(anywhere)), "",
-             f"| self | top {top} functions by self time |", "|---:|---|",
-             *_rows(self_time, total, top), "",
-             f"| incl. | top {top} functions by cumulative time |", "|---:|---|",
-             *_rows(inclusive, total, top)]
+    lines = [
+        f"Samples: {total} ({path.name})",
+        "",
+        "| share | owner (helpers charged to caller) |",
+        "|---:|---|",
+        *_rows(owners, total, len(owners)),
+        "",
+        "| share | inside, wherever called from |",
+        "|---:|---|",
+        *_rows(anywhere, total, len(anywhere)),
+        "",
+        f"| self | top {top} functions by self time |",
+        "|---:|---|",
+        *_rows(self_time, total, top),
+        "",
+        f"| incl. | top {top} functions by cumulative time |",
+        "|---:|---|",
+        *_rows(inclusive, total, top),
+    ]
     return "\n".join(lines)
 
 

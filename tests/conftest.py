@@ -8,8 +8,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-
 from openai_mock import OpenAIMock
+
 from tripchat.store import SQLStore, open_store
 
 POSTGRES_URL_VAR = "TRIPCHAT_TEST_POSTGRES_URL"

@@ -13,8 +13,8 @@ from agents import Runner, set_tracing_disabled
 from agents.tracing import get_trace_provider
 from agents.tracing.processors import default_exporter
 from agents.tracing.traces import NoOpTrace
-
 from openai_mock import OpenAIMock
+
 from tripchat.agent import configure_tracing, create_trip_planner_agent, openai_client
 from tripchat.config import Settings
 from tripchat.memory import StoreSession

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from chatkit.types import ClientToolCallItem
-from starlette.applications import Starlette
-
 from openai_mock import OpenAIMock
+from starlette.applications import Starlette
 from test_server import close_model_client, parse_frames, request, user_input, words
+
 from tripchat.asgi import create_app
 from tripchat.config import Settings
 from tripchat.context import RequestContext
@@ -452,7 +452,7 @@ async def test_a_model_failure_logs_one_warning_and_no_error(
         events = await client.stream(request("threads.create", input=user_input("hi [error 400]")))
     assert events[-1]["type"] == "error"
     loud = [(r.name, r.levelname) for r in caplog.records if r.levelno >= logging.WARNING]
-    assert loud == [("tripchat.server", "WARNING")]
+    assert loud == [("tripchat.bridge", "WARNING")]
 
 
 # -- other routes ----------------------------------------------------------------------

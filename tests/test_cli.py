@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from agents import SQLiteSession
-
 from openai_mock import OpenAIMock
 
 CLI_TIMEOUT = 60.0

@@ -32,22 +32,24 @@ def test_defaults() -> None:
 
 
 def test_values_are_read_and_trimmed() -> None:
-    settings = Settings.from_env({
-        "OPENAI_API_KEY": " sk-test ",
-        "OPENAI_BASE_URL": LOCAL_URL,
-        "CHATKIT_MODEL": "llama3.1",
-        "CHATKIT_DB_URL": "postgresql://u:p@db.example:5432/trips",
-        "CHATKIT_CHAT_COMPLETIONS": "Yes",
-        "CHATKIT_MODEL_TIMEOUT": "2.5",
-        "CHATKIT_MODEL_MAX_RETRIES": "0",
-        "CHATKIT_HISTORY_ITEMS": "1",
-        "CHATKIT_USER_HEADER": "X-Forwarded-User",
-        "CHATKIT_DEFAULT_USER": "demo",
-        "CHATKIT_API_TOKEN": "secret",
-        "CHATKIT_MAX_BODY_BYTES": "1024",
-        "CHATKIT_SHUTDOWN_GRACE": "0",
-        "CHATKIT_DB_POOL_SIZE": "3",
-    })
+    settings = Settings.from_env(
+        {
+            "OPENAI_API_KEY": " sk-test ",
+            "OPENAI_BASE_URL": LOCAL_URL,
+            "CHATKIT_MODEL": "llama3.1",
+            "CHATKIT_DB_URL": "postgresql://u:p@db.example:5432/trips",
+            "CHATKIT_CHAT_COMPLETIONS": "Yes",
+            "CHATKIT_MODEL_TIMEOUT": "2.5",
+            "CHATKIT_MODEL_MAX_RETRIES": "0",
+            "CHATKIT_HISTORY_ITEMS": "1",
+            "CHATKIT_USER_HEADER": "X-Forwarded-User",
+            "CHATKIT_DEFAULT_USER": "demo",
+            "CHATKIT_API_TOKEN": "secret",
+            "CHATKIT_MAX_BODY_BYTES": "1024",
+            "CHATKIT_SHUTDOWN_GRACE": "0",
+            "CHATKIT_DB_POOL_SIZE": "3",
+        }
+    )
     assert settings.openai_api_key == "sk-test"
     assert settings.openai_base_url == LOCAL_URL
     assert settings.model == "llama3.1"
@@ -70,8 +72,7 @@ def test_values_are_read_and_trimmed() -> None:
         ({"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": LOCAL_URL}, False),
         ({"OPENAI_BASE_URL": LOCAL_URL}, False),
         ({"OPENAI_API_KEY": "sk-test", "CHATKIT_TRACING": "off"}, False),
-        ({"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": LOCAL_URL, "CHATKIT_TRACING": "1"},
-         True),
+        ({"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": LOCAL_URL, "CHATKIT_TRACING": "1"}, True),
     ],
 )
 def test_tracing_default_follows_the_endpoint(env: dict[str, str], tracing: bool) -> None:
@@ -144,6 +145,7 @@ def test_supported_db_urls(url: str) -> None:
         ("CHATKIT_DB_POOL_SIZE", "0"),
         ("CHATKIT_MAX_STREAMS_PER_USER", "0"),
         ("CHATKIT_USER_HEADER", "X User"),
+        ("CHATKIT_SECRET_KEY", "too-short"),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:

@@ -92,7 +92,8 @@ def assert_complete(events: list[dict[str, Any]], text: str) -> None:
     assert [e for e in events if e.get("type") == "error"] == []
     assert assistant_text(events) == text
     done = [
-        e["item"] for e in events
+        e["item"]
+        for e in events
         if e.get("type") == "thread.item.done" and e["item"]["type"] == "assistant_message"
     ]
     assert message_texts(done) == [("assistant_message", text)], events[-3:]
@@ -157,8 +158,11 @@ def buildpack_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("buildpack") / "venv"
     run([sys.executable, "-m", "venv", str(venv)], VENV_SECONDS)
     python = str(venv / "bin" / "python")
-    run([python, "-m", "pip", "install", "--quiet", "-r", "requirements.txt"], INSTALL_SECONDS,
-        cwd=REPO)
+    run(
+        [python, "-m", "pip", "install", "--quiet", "-r", "requirements.txt"],
+        INSTALL_SECONDS,
+        cwd=REPO,
+    )
     return venv / "bin"
 
 
@@ -184,7 +188,8 @@ def test_requirements_install_and_procfile_web_serve_from_an_empty_database(
     again = serve_and_chat(env, tmp_path, add_message(thread_id, unique("[tokens 10]")))
     assert again == thread_id
     assert [kind for kind, _ in stored_messages(db, thread_id)] == [
-        "user_message", "assistant_message"
+        "user_message",
+        "assistant_message",
     ] * 2
     assert pragma(db, "user_version") == 1
     assert pragma(db, "integrity_check") == "ok"
@@ -224,9 +229,12 @@ class Stream:
         """threads.create with this text, reading events as they arrive."""
         decoder = SSEDecoder()
         try:
-            async with http_client() as client, client.stream(
-                "POST", f"{url}/chatkit", content=encode(create_thread(self.text))
-            ) as response:
+            async with (
+                http_client() as client,
+                client.stream(
+                    "POST", f"{url}/chatkit", content=encode(create_thread(self.text))
+                ) as response,
+            ):
                 assert response.status_code == 200, await response.aread()
                 async for chunk in response.aiter_bytes():
                     self.events += decoder.feed(chunk)
@@ -315,7 +323,8 @@ async def sigterm_mid_reply(
             group.start_soon(short.run, srv.url)
             group.start_soon(long.run, srv.url)
             await wait_for(
-                lambda: min(short.deltas, long.deltas) >= IN_FLIGHT_DELTAS, TURN_SECONDS,
+                lambda: min(short.deltas, long.deltas) >= IN_FLIGHT_DELTAS,
+                TURN_SECONDS,
                 "both replies to be streaming",
             )
             assert short.ended_at is None, "the short reply ended before SIGTERM"
@@ -393,9 +402,7 @@ def test_a_reply_past_the_grace_ends_with_a_retryable_error_and_keeps_its_text(
 
 def test_draining_refuses_new_requests_and_says_so_on_healthz(drained: Drained) -> None:
     health = drained.health
-    assert health.refused or (
-        health.status == 503 and health.body["status"] == "draining"
-    ), health
+    assert health.refused or (health.status == 503 and health.body["status"] == "draining"), health
     for refused in (drained.new_request, drained.kept_request):
         assert refused.refused or (
             refused.status == 503 and refused.body["error"]["status"] == 503
@@ -428,5 +435,7 @@ async def test_a_restart_on_the_same_file_takes_the_next_message(
     assert_complete(events, words(10))
     assert srv.returncode == 0, srv.log()
     assert stored_messages(drained.db, thread_id) == [
-        *drained.long_stored, ("user_message", text), ("assistant_message", words(10))
+        *drained.long_stored,
+        ("user_message", text),
+        ("assistant_message", words(10)),
     ]

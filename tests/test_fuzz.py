@@ -27,18 +27,18 @@ import httpx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from chatkit.types import ClientToolCallItem
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from chatkit_client import parse_sse
 from conftest import POSTGRES_URL_VAR, empty_postgres, needs_postgres
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai_mock import OpenAIMock
 from test_asgi import Client, error_message
 from test_server import request, user_input, words
+
 from tripchat.asgi import create_app
 from tripchat.config import Settings
 from tripchat.context import RequestContext
-from tripchat.server import REQUEST_TYPES
+from tripchat.protocol import REQUEST_TYPES
 
 REQUEST_SECONDS = 20.0
 """No single request may take longer (a 200 KB message over a long history included)."""

@@ -1,4 +1,5 @@
-"""`tripchat migrate`: a SQLite deployment copied to PostgreSQL, twice, loses and duplicates nothing."""
+"""`tripchat migrate`: a SQLite deployment copied to PostgreSQL, twice, loses and
+duplicates nothing."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from test_store import (
 
 from tripchat.context import RequestContext
 from tripchat.store import SQLStore, open_store
+from tripchat.store.copy import count_rows
 
 pytestmark = [pytest.mark.anyio, needs_postgres]
 
@@ -49,7 +51,7 @@ async def fill(store: SQLStore) -> None:
 
 async def snapshot(store: SQLStore) -> dict[str, object]:
     """Everything a user can see, per user, in order."""
-    seen: dict[str, object] = {"counts": await store.count_rows()}
+    seen: dict[str, object] = {"counts": await count_rows(store)}
     for user in (ALICE, BOB):
         threads = (await store.load_threads(1000, None, "asc", user)).data
         seen[user.user_id] = [
@@ -69,8 +71,18 @@ async def snapshot(store: SQLStore) -> dict[str, object]:
 
 def run_migrate(source: str, target: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tripchat.cli", "migrate"]
-        + ["--from", source, "--to", target, "--batch", "37"],
+        [
+            sys.executable,
+            "-m",
+            "tripchat.cli",
+            "migrate",
+            "--from",
+            source,
+            "--to",
+            target,
+            "--batch",
+            "37",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

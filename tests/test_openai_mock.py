@@ -25,9 +25,8 @@ from agents import (
     function_tool,
 )
 from openai.types.responses import ResponseStreamEvent
-from pydantic import TypeAdapter
-
 from openai_mock import OpenAIMock, RecordedRequest, parse_directives
+from pydantic import TypeAdapter
 
 pytestmark = pytest.mark.anyio
 agents.set_tracing_disabled(True)
@@ -101,14 +100,17 @@ async def test_streamed_responses_text(client: openai.AsyncOpenAI, openai_mock: 
     assert final.response.usage is not None and final.response.usage.output_tokens == 3
     (record,) = await settled(openai_mock, 1)
     assert (record.path, record.status, record.deltas_sent, record.disconnected) == (
-        "/v1/responses", 200, 3, False
+        "/v1/responses",
+        200,
+        3,
+        False,
     )
 
 
 async def test_raw_events_validate_and_ids_are_unique(openai_mock: OpenAIMock) -> None:
     seen_ids: list[str] = []
     async with httpx.AsyncClient(base_url=openai_mock.base_url) as http:
-        for text in ("[call add {\"a\": 1, \"b\": 2}] [call add {\"a\": 3, \"b\": 4}]", "hi"):
+        for text in ('[call add {"a": 1, "b": 2}] [call add {"a": 3, "b": 4}]', "hi"):
             response = await http.post("/responses", json={"input": text, "stream": True})
             assert response.headers["content-type"].startswith("text/event-stream")
             for block in response.text.strip().split("\n\n"):
@@ -131,7 +133,7 @@ async def test_whole_responses_and_chat(client: openai.AsyncOpenAI) -> None:
     response = await client.responses.create(model="gpt-4.1", input="[tokens 2]")
     assert response.output_text == "w0 w1 "
     completion = await client.chat.completions.create(
-        model="gpt-4.1", messages=[{"role": "user", "content": "[call add {\"a\": 1}]"}]
+        model="gpt-4.1", messages=[{"role": "user", "content": '[call add {"a": 1}]'}]
     )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -199,7 +201,9 @@ async def test_agent_runs_tool_over_chat_completions(
     assert [m["content"] for m in tool_messages] == ["5"]
 
 
-async def test_rate_limit_and_error_once(client: openai.AsyncOpenAI, openai_mock: OpenAIMock) -> None:
+async def test_rate_limit_and_error_once(
+    client: openai.AsyncOpenAI, openai_mock: OpenAIMock
+) -> None:
     with pytest.raises(openai.RateLimitError) as raised:
         await client.responses.create(model="gpt-4.1", input="[error 429]", stream=True)
     assert raised.value.response.headers["retry-after"] == "0"
@@ -216,12 +220,14 @@ async def test_rate_limit_and_error_once(client: openai.AsyncOpenAI, openai_mock
 async def test_client_disconnect_is_recorded(openai_mock: OpenAIMock) -> None:
     body = {"input": "long [tokens 500] [delay 0.01]", "stream": True}
     received = 0
-    async with httpx.AsyncClient(base_url=openai_mock.base_url) as http:
-        async with http.stream("POST", "/responses", json=body) as response:
-            async for line in response.aiter_lines():
-                received += line.startswith("event: response.output_text.delta")
-                if received == 3:
-                    break
+    async with (
+        httpx.AsyncClient(base_url=openai_mock.base_url) as http,
+        http.stream("POST", "/responses", json=body) as response,
+    ):
+        async for line in response.aiter_lines():
+            received += line.startswith("event: response.output_text.delta")
+            if received == 3:
+                break
     (record,) = await settled(openai_mock, 1)
     assert record.disconnected
     assert 3 <= record.deltas_sent < 50
@@ -263,7 +269,9 @@ async def test_hundreds_of_concurrent_streams(
         stream = await client.responses.create(
             model="gpt-4.1", input=f"user {index} [tokens 10] [delay 0.01]", stream=True
         )
-        texts.append("".join([e.delta async for e in stream if e.type == "response.output_text.delta"]))
+        texts.append(
+            "".join([e.delta async for e in stream if e.type == "response.output_text.delta"])
+        )
 
     with anyio.fail_after(8):
         async with anyio.create_task_group() as group:

@@ -35,8 +35,7 @@ from conftest import POSTGRES_URL_VAR, empty_postgres, needs_postgres
 from openai_mock import OpenAIMock
 from servers import ServerProcess, app_env
 
-from tripchat.pgstore import PostgresStore
-from tripchat.store import SCHEMA_VERSION
+from tripchat.store import SCHEMA_VERSION, PostgresStore
 
 pytestmark = [
     pytest.mark.anyio,
@@ -247,7 +246,9 @@ async def test_concurrent_conversations_alternate_servers_and_land_in_order(
     assert len(expected) == CONVERSATIONS
     kinds = [kind for _, messages in saved.values() for kind, _ in messages]
     assert (len(saved), kinds.count("user_message"), kinds.count("assistant_message")) == (
-        CONVERSATIONS, 2 * CONVERSATIONS, 2 * CONVERSATIONS
+        CONVERSATIONS,
+        2 * CONVERSATIONS,
+        2 * CONVERSATIONS,
     )
     assert saved == expected
 

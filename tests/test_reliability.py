@@ -24,7 +24,6 @@ import anyio
 import httpx
 import pytest
 from chatkit.types import ClientToolCallItem
-
 from chatkit_client import (
     SSEDecoder,
     add_message,
@@ -42,6 +41,7 @@ from test_asgi import Client, error_message
 from test_fuzz import app_client
 from test_http import Turn, call, http_client, saved_messages, stream_turn, unique, words
 from test_server import request, user_input
+
 from tripchat.config import Settings
 from tripchat.context import RequestContext
 

@@ -30,7 +30,8 @@ from tripchat import streams
 from tripchat.agent import configure_tracing, create_trip_planner_agent
 from tripchat.config import Settings
 from tripchat.context import RequestContext
-from tripchat.server import RequestError, TripPlannerServer
+from tripchat.protocol import RequestError
+from tripchat.server import TripPlannerServer
 from tripchat.store import SQLStore
 
 pytestmark = pytest.mark.anyio

@@ -1,9 +1,9 @@
 """The ChatKit Store contract, method by method, on a real database.
 
 Tests taking `store` or `db_url` run on every backend conftest offers (SQLite always,
-PostgreSQL when configured); the schema and packaging tests are SQLite's own. The
-assertions are what a ChatKit user would notice: what comes back, in which order,
-and who can see it.
+PostgreSQL when configured); the SQLite schema and packaging tests are in
+`test_store_sqlite.py`. The assertions are what a ChatKit user would notice: what comes
+back, in which order, and who can see it.
 """
 
 from __future__ import annotations
@@ -11,15 +11,10 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import sqlite3
-import subprocess
-import sys
-import textwrap
-import zipfile
 from collections.abc import Awaitable, Callable
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, get_args
 
@@ -56,10 +51,10 @@ from chatkit.types import (
     StructuredInputMultipleChoice,
     StructuredInputMultipleChoiceOption,
     TaskItem,
+    ThoughtTask,
     Thread,
     ThreadItem,
     ThreadMetadata,
-    ThoughtTask,
     ToolChoice,
     URLSource,
     UserMessageItem,
@@ -71,7 +66,6 @@ from chatkit.types import (
 )
 from chatkit.widgets import Card, Text
 
-from tripchat.config import ConfigError
 from tripchat.context import RequestContext
 from tripchat.store import SQLiteStore, SQLStore, open_store
 
@@ -80,7 +74,7 @@ pytestmark = pytest.mark.anyio
 REPO = Path(__file__).parents[1]
 ALICE = RequestContext("alice")
 BOB = RequestContext("bob")
-T0 = datetime(2025, 5, 1, 9, 30, 0, 123456, tzinfo=timezone.utc)
+T0 = datetime(2025, 5, 1, 9, 30, 0, 123456, tzinfo=UTC)
 TABLES = {
     "chatkit_threads",
     "chatkit_items",
@@ -541,7 +535,9 @@ async def test_visible_pages_skip_hidden_items_without_counting_them(
 
     for order, expected in (("asc", visible), ("desc", visible[::-1])):
         seen, pages = await walk(
-            lambda after, order=order: store.load_visible_items(thread.id, after, limit, order, ALICE)
+            lambda after, order=order: store.load_visible_items(
+                thread.id, after, limit, order, ALICE
+            )
         )
         assert seen == expected
         assert pages == math.ceil(len(visible) / limit)  # full pages: no short or empty ones
@@ -878,6 +874,16 @@ async def test_concurrent_writers_and_readers(store: SQLStore) -> None:
         assert ids(await all_items(store, thread.id, "desc")) == stored[::-1]
 
 
+async def test_the_secret_key_is_made_once_and_shared(db_url: str) -> None:
+    """Processes on one database sign URLs alike, and a restart keeps the key."""
+    async with await open_store(db_url) as one, await open_store(db_url) as two:
+        keys = [await one.secret_key(), await two.secret_key(), await one.secret_key()]
+    async with await open_store(db_url) as again:
+        keys.append(await again.secret_key())
+    assert len(keys[0]) == 32
+    assert keys == [keys[0]] * 4
+
+
 async def test_two_stores_on_one_database_lose_nothing(db_url: str) -> None:
     """Two stores opened separately on one database stand in for two processes."""
     names, per_name = ("one", "two", "uno", "dos"), 50
@@ -892,7 +898,7 @@ async def test_two_stores_on_one_database_lose_nothing(db_url: str) -> None:
                 await store.add_session_items(f"{thread_id}_session", [{"name": name, "n": n}])
 
         async with anyio.create_task_group() as tg:
-            for store, name in zip((one, two, one, two), names):
+            for store, name in zip((one, two, one, two), names, strict=False):
                 tg.start_soon(write, store, name)
 
         for t, thread in enumerate(threads):
@@ -901,132 +907,3 @@ async def test_two_stores_on_one_database_lose_nothing(db_url: str) -> None:
                 assert sorted(ids(await all_items(reader, thread.id))) == expected
                 memory = await reader.load_session_items(f"{thread.id}_session", None)
                 assert len(memory) == len(expected)
-
-
-# -- the SQLite schema -----------------------------------------------------------------------
-
-
-def sqlite_query(path: Path, sql: str) -> list[Any]:
-    with closing(sqlite3.connect(path)) as db:
-        return [row[0] for row in db.execute(sql)]
-
-
-async def test_new_file_gets_the_schema(tmp_path: Path) -> None:
-    path = tmp_path / "new.db"
-    async with await open_store(f"sqlite:///{path}") as store:
-        await store.ping()
-        thread = await new_thread(store)
-        items = await add_messages(store, thread.id, 2)
-
-    schema = sqlite_query(path, "SELECT sql FROM sqlite_master ORDER BY name")
-    assert TABLES <= set(sqlite_query(path, "SELECT name FROM sqlite_master WHERE type='table'"))
-    assert sqlite_query(path, "PRAGMA user_version") == [1]
-    assert sqlite_query(path, "PRAGMA journal_mode") == ["wal"]
-
-    for _ in range(2):  # reopening applies the schema again, harmlessly
-        async with await open_store(f"sqlite:///{path}") as store:
-            assert await all_items(store, thread.id) == items
-    assert sqlite_query(path, "SELECT sql FROM sqlite_master ORDER BY name") == schema
-    assert sqlite_query(path, "PRAGMA user_version") == [1]
-
-
-async def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "future.db"
-    sqlite_query(path, "PRAGMA user_version = 2")
-    with pytest.raises(ConfigError, match="CHATKIT_DB_URL"):
-        await open_store(f"sqlite:///{path}")
-
-
-@pytest.mark.parametrize(
-    "url", ["mysql://x", "sqlite://relative.db", "sqlite:///", "", "postgresql:///no-host"]
-)
-async def test_unsupported_url_names_the_variable(url: str) -> None:
-    with pytest.raises(ConfigError, match="CHATKIT_DB_URL"):
-        await open_store(url)
-
-
-async def test_in_memory_database_works() -> None:
-    async with await open_store("sqlite:///:memory:") as store:
-        thread = await new_thread(store)
-        items = await add_messages(store, thread.id, 3)
-        assert await all_items(store, thread.id, "desc") == items[::-1]
-
-
-# -- the schema ships inside the package ------------------------------------------------------
-
-
-def build_wheel(tmp_path: Path) -> Path:
-    """A wheel of the repository, built (as pip does) from a clean copy of it.
-
-    A copy, because setuptools builds in place and would leave build/ and
-    *.egg-info in the work tree, where stale files could leak into later wheels.
-    """
-    source = tmp_path / "source"
-    shutil.copytree(
-        REPO,
-        source,
-        symlinks=True,
-        ignore=shutil.ignore_patterns(
-            ".git", "build", "dist", "*.egg-info", "*venv", "__pycache__", ".*_cache", "*.db*"
-        ),
-    )
-    out = tmp_path / "dist"
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q"]
-        + ["-w", str(out), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert build.returncode == 0, build.stderr
-    [wheel] = out.glob("tripchat-*.whl")
-    return wheel
-
-
-@pytest.mark.slow
-def test_installed_package_finds_its_schema(tmp_path: Path) -> None:
-    wheel = build_wheel(tmp_path)
-    with zipfile.ZipFile(wheel) as archive:
-        shipped = archive.read("tripchat/schema.sql").decode()
-    assert shipped == (REPO / "schema.sql").read_text(encoding="utf-8")
-
-    site = tmp_path / "site"
-    install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site)]
-        + [str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert install.returncode == 0, install.stderr
-
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    script = textwrap.dedent(
-        f"""
-        import asyncio, json, sqlite3, sys
-        sys.path.insert(0, {str(site)!r})
-        import tripchat, tripchat.store
-
-        async def main():
-            store = await tripchat.store.open_store("sqlite:///fresh.db")
-            await store.close()
-
-        asyncio.run(main())
-        names = [r[0] for r in sqlite3.connect("fresh.db").execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")]
-        print(json.dumps({{"file": tripchat.__file__, "tables": names}}))
-        """
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=elsewhere,
-        env={"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"},
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
-    assert Path(result["file"]).is_relative_to(site)
-    assert TABLES <= set(result["tables"])

@@ -29,9 +29,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .agent import configure_tracing, create_trip_planner_agent, openai_client
+from .bridge import ignore_sdk_leftovers
 from .config import EXIT_USAGE, ConfigError, Settings
 from .context import RequestContext
-from .server import RequestError, TripPlannerServer, ignore_sdk_leftovers
+from .protocol import RequestError
+from .server import TripPlannerServer
+from .signing import Signer
 from .store import open_store
 from .tools import preload
 
@@ -158,6 +161,9 @@ def create_app(
             create_trip_planner_agent(settings, client),
             history_items=settings.history_items,
             max_streams_per_user=settings.max_streams_per_user,
+            signer=Signer(
+                settings.secret_key.encode() if settings.secret_key else await store.secret_key()
+            ),
         )
         try:
             yield
@@ -187,7 +193,7 @@ def create_app(
             return error(413, f"request body is larger than {settings.max_body_bytes} bytes")
         server: TripPlannerServer = request.app.state.server
         try:
-            result = await server.process(body, RequestContext(user_id))
+            result = await server.process(body, RequestContext(user_id, str(request.base_url)))
         except RequestError as exc:
             retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status in (429, 503) else None
             return error(exc.status, exc.message, retry)

@@ -17,6 +17,7 @@ DEFAULT_MODEL = "gpt-4.1"
 DEFAULT_DB_URL = "sqlite:///tripchat.db"
 OPENAI_HOSTS = ("api.openai.com",)
 _PASSWORD = re.compile(r"(//[^:/@]*:)[^@/]*@")
+MIN_SECRET_CHARS = 32
 EXIT_USAGE = 2
 """The exit status for bad configuration, as for a command-line usage error."""
 
@@ -56,6 +57,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     if value != int(value):
         raise ConfigError(f"{name} must be a whole number, got {env[name]!r}")
     return int(value)
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if raw and len(raw) < MIN_SECRET_CHARS:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_CHARS} characters")
+    return raw or None
 
 
 def _has_host(url: str) -> bool:
@@ -107,6 +115,7 @@ class Settings:
     shutdown_grace: float = 20.0
     db_pool_size: int = 10
     max_streams_per_user: int = 10
+    secret_key: str | None = None
 
     @property
     def uses_openai_platform(self) -> bool:
@@ -157,6 +166,7 @@ class Settings:
             shutdown_grace=_number(env, "CHATKIT_SHUTDOWN_GRACE", 20.0, 0.0),
             db_pool_size=_int(env, "CHATKIT_DB_POOL_SIZE", 10, 1),
             max_streams_per_user=_int(env, "CHATKIT_MAX_STREAMS_PER_USER", 10, 1),
+            secret_key=_secret(env, "CHATKIT_SECRET_KEY"),
         )
         tracing_default = settings.uses_openai_platform and settings.openai_api_key is not None
         return replace(settings, tracing=_bool(env, "CHATKIT_TRACING", tracing_default))

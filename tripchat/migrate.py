@@ -11,14 +11,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .config import ConfigError
-from .store import COPY_TABLES, SQLStore, first_key, open_store
+from .store import SQLStore, open_store
+from .store.copy import (
+    COPY_TABLES,
+    count_rows,
+    export_rows,
+    first_key,
+    import_rows,
+    session_ids,
+)
 
 
 async def copy_table(source: SQLStore, target: SQLStore, table: str, batch: int) -> int:
     """Copy one table batch by batch; returns how many rows were read."""
     key, copied = first_key(table), 0
-    while rows := await source.export_rows(table, key, batch):
-        await target.import_rows(table, rows)
+    while rows := await export_rows(source, table, key, batch):
+        await import_rows(target, table, rows)
         copied += len(rows)
         key = rows[-1][0]
     return copied
@@ -27,7 +35,7 @@ async def copy_table(source: SQLStore, target: SQLStore, table: str, batch: int)
 async def copy_sessions(source: SQLStore, target: SQLStore) -> int:
     """Append to each target session the messages it lacks (they have no natural key)."""
     copied = 0
-    for session_id in await source.session_ids():
+    for session_id in await session_ids(source):
         messages = await source.load_session_items(session_id, None)
         have = len(await target.load_session_items(session_id, None))
         await target.add_session_items(session_id, messages[have:])
@@ -54,7 +62,7 @@ async def migrate(
         for table in COPY_TABLES:
             say(f"{table}: {await copy_table(source, target, table, batch)} rows read")
         say(f"agent_messages: {await copy_sessions(source, target)} rows added")
-        before, after = await source.count_rows(), await target.count_rows()
+        before, after = await count_rows(source), await count_rows(target)
     same = before == after
     for table, count in before.items():
         mark = "ok" if count == after[table] else "MISMATCH"

@@ -1,37 +1,31 @@
-"""The ChatKit server: every ChatKit request type, answered by the trip planner agent.
+"""The ChatKit server: every ChatKit request type routed, checked and answered.
 
 `TripPlannerServer` keeps the SDK's routing and event pipeline and closes its gaps:
-requests are parsed once with a prebuilt adapter and checked *before* a stream starts
-(so a bad id is a 404, not a cut connection); every failure after that ends in an
-`error` event; a disconnect or a shutdown cancels the model run and keeps what was
-streamed; tool steps are shown to the user and kept for later turns. It knows no web
-framework: `process` takes bytes and returns the SDK's result types.
+requests are checked *before* a stream starts (so a bad id is a 404, not a cut
+connection); every failure after that ends in an `error` event; a disconnect or a
+shutdown cancels the model run and keeps what was streamed. The agent turn itself is
+`bridge.run_turn`. It knows no web framework: `process` takes bytes and returns the
+SDK's result types.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
-from datetime import datetime
-from typing import Any, cast, get_args
+from typing import Any, cast
 
 import anyio
-import openai
-from agents import Agent, RunContextWrapper, RunHooks, Runner, Tool
-from agents.models.fake_id import FAKE_RESPONSES_ID
-from agents.tool_context import ToolContext
-from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
-from chatkit.errors import CustomStreamError
+from agents import Agent
+from chatkit.agents import AgentContext
 from chatkit.server import DEFAULT_PAGE_SIZE, ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import NotFoundError, Store
 from chatkit.types import (
-    AssistantMessageItem,
     AttachmentsCreateReq,
     AttachmentsDeleteReq,
     ChatKitReq,
     ClientToolCallItem,
-    CustomTask,
     ErrorEvent,
     FeedbackKind,
     HiddenContextItem,
@@ -43,9 +37,6 @@ from chatkit.types import (
     StreamingReq,
     Thread,
     ThreadCreatedEvent,
-    ThreadItemAddedEvent,
-    ThreadItemDoneEvent,
-    ThreadItemUpdatedEvent,
     ThreadMetadata,
     ThreadsAddClientToolOutputReq,
     ThreadsAddStructuredInputReq,
@@ -63,23 +54,18 @@ from chatkit.types import (
     UserMessageItem,
     UserMessageTagContent,
     UserMessageTextContent,
-    WorkflowItem,
     is_streaming_req,
 )
-from openai.types.responses import EasyInputMessageParam, ResponseInputTextParam
-from pydantic import TypeAdapter, ValidationError
 
+from .bridge import TripItemConverter, run_turn
 from .context import RequestContext
+from .protocol import RequestError, frame, parse_request
+from .signing import Signer
 from .store import SQLStore
 from .streams import Busy, Slot, Streams
-from .tools import describe_tool_call
 
 logger = logging.getLogger("tripchat.server")
 
-_REQUEST: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
-REQUEST_TYPES = tuple(
-    member.model_fields["type"].default for member in get_args(get_args(ChatKitReq)[0])
-)
 UNSUPPORTED = (
     AttachmentsCreateReq,
     AttachmentsDeleteReq,
@@ -94,9 +80,7 @@ MAX_MESSAGE_CHARS = 32_000
 (and every later page and turn of the thread) does not."""
 MAX_TITLE = 200
 PENDING_LOOKBACK = 20
-TOOL_IO = "tripchat.tool_io"
 SHIELDED_SAVE_SECONDS = 10.0
-ANNOUNCE_SECONDS = 5.0
 COALESCE_BYTES = 64 * 1024
 
 
@@ -107,157 +91,12 @@ DELETED = ErrorEvent(code="custom", message="This conversation was deleted.", al
 FAILED = ErrorEvent(code="custom", message="Something went wrong. Please retry.", allow_retry=True)
 
 
-class RequestError(Exception):
-    """A client mistake found before any response was sent: answer `status` with `message`."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def parse_request(body: bytes | str) -> ChatKitReq:
-    """Parse a ChatKit request body, turning pydantic's errors into one readable line."""
-    try:
-        return _REQUEST.validate_json(body)
-    except ValidationError as exc:
-        raise RequestError(400, describe_validation_error(exc)) from None
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """The first few problems as `where: what`, never echoing the (possibly huge) input."""
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False)[:3]:
-        if error["type"] == "json_invalid":
-            return "request body is not valid JSON"
-        if error["type"] == "union_tag_invalid":
-            tag = str(error.get("ctx", {}).get("tag", ""))[:60]
-            return f"unknown request type {tag!r}; expected one of {', '.join(REQUEST_TYPES)}"
-        if error["type"] == "union_tag_not_found":
-            return f"request has no 'type'; expected one of {', '.join(REQUEST_TYPES)}"
-        where = ".".join(str(part) for part in error["loc"][1:]) or "body"
-        problems.append(f"{where}: {error['msg']}"[:200])
-    return "invalid request: " + "; ".join(problems)
-
-
 def short_title(text: str, limit: int = 48) -> str:
     """A thread title from the user's first message, cut at a word boundary."""
     words = " ".join(text.split())
     if len(words) <= limit:
         return words or "New trip"
     return words[:limit].rsplit(" ", 1)[0].rstrip(",.;:-") + "…"
-
-
-class TripItemConverter(ThreadItemConverter):
-    """Thread items to model input that works with both the Responses and Chat APIs."""
-
-    async def assistant_message_to_input(self, item: AssistantMessageItem) -> EasyInputMessageParam:
-        # Plain text content: Chat Completions rejects the SDK's `output_text` parts.
-        return EasyInputMessageParam(
-            type="message", role="assistant", content="".join(c.text for c in item.content)
-        )
-
-    async def hidden_context_to_input(self, item: HiddenContextItem) -> Any:
-        if isinstance(item.content, dict) and item.content.get("type") == TOOL_IO:
-            return item.content["items"]
-        return await super().hidden_context_to_input(item)
-
-    async def workflow_to_input(self, item: WorkflowItem) -> None:
-        # The tool calls themselves are replayed from their hidden items.
-        return None
-
-    async def tag_to_message_content(self, tag: UserMessageTagContent) -> ResponseInputTextParam:
-        return ResponseInputTextParam(type="input_text", text=f"@{tag.text}: {tag.data}")
-
-
-class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
-    """Show each tool step as a workflow task and keep the call and result for later turns.
-
-    One instance per run: it remembers which task shows which tool call.
-    """
-
-    def __init__(self) -> None:
-        self._tasks: dict[str, int] = {}
-        self._created: str | None = None
-        self._shown = asyncio.Event()
-
-    def shown(self, event: ThreadStreamEvent) -> None:
-        """Called once `event` has been sent on: the workflow we created is now on the wire."""
-        if isinstance(event, ThreadItemAddedEvent) and event.item.id == self._created:
-            self._shown.set()
-
-    async def on_tool_start(
-        self,
-        context: RunContextWrapper[AgentContext[RequestContext]],
-        agent: Agent[Any],
-        tool: Tool,
-    ) -> None:
-        if not isinstance(context, ToolContext):
-            return
-        ctx = context.context
-        title = describe_tool_call(context.tool_name, context.tool_arguments)
-        if ctx.workflow_item is not None and ctx.workflow_item.id == self._created:
-            # The SDK queues the new workflow by reference: adding a task before that event
-            # is sent would put it in the event and announce it again with task.added.
-            with anyio.move_on_after(ANNOUNCE_SECONDS):
-                await self._shown.wait()
-        created = ctx.workflow_item is None
-        await ctx.add_workflow_task(CustomTask(title=title, status_indicator="loading"))
-        assert ctx.workflow_item is not None
-        if created:
-            self._created = ctx.workflow_item.id
-        self._tasks[context.tool_call_id] = len(ctx.workflow_item.workflow.tasks) - 1
-
-    async def on_tool_end(
-        self,
-        context: RunContextWrapper[AgentContext[RequestContext]],
-        agent: Agent[Any],
-        tool: Tool,
-        result: object,
-    ) -> None:
-        if not isinstance(context, ToolContext):
-            return
-        ctx = context.context
-        index = self._tasks.pop(context.tool_call_id, None)
-        if ctx.workflow_item is not None and index is not None:
-            task = ctx.workflow_item.workflow.tasks[index]
-            if isinstance(task, CustomTask):
-                done = task.model_copy(update={"status_indicator": "complete"})
-                await ctx.update_workflow_task(done, index)
-        call = {
-            "type": "function_call",
-            "call_id": context.tool_call_id,
-            "name": context.tool_name,
-            "arguments": context.tool_arguments,
-        }
-        output = {
-            "type": "function_call_output",
-            "call_id": context.tool_call_id,
-            "output": str(result),
-        }
-        await ctx.stream(
-            ThreadItemDoneEvent(
-                item=HiddenContextItem(
-                    id=ctx.generate_id("message"),
-                    thread_id=ctx.thread.id,
-                    created_at=datetime.now(),
-                    content={"type": TOOL_IO, "items": [call, output]},
-                )
-            )
-        )
-
-
-def _upstream_error(exc: openai.APIError) -> CustomStreamError:
-    """A model failure as a message the user can act on; always retryable."""
-    if isinstance(exc, openai.RateLimitError):
-        text = "The trip planner is busy right now (rate limited). Please try again in a moment."
-    elif isinstance(exc, openai.APITimeoutError):
-        text = "The trip planner took too long to answer. Please try again."
-    elif isinstance(exc, openai.APIConnectionError):
-        text = "The trip planner could not reach its model. Please try again shortly."
-    else:
-        text = "The trip planner's model failed to answer. Please try again."
-    return CustomStreamError(text, allow_retry=True)
 
 
 class TripPlannerServer(ChatKitServer[RequestContext]):
@@ -270,6 +109,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         *,
         history_items: int = 40,
         max_streams_per_user: int = 10,
+        signer: Signer | None = None,
     ) -> None:
         # Store is invariant in its context type; ours reads only `user_id` from it.
         super().__init__(cast(Store[RequestContext], store))
@@ -279,6 +119,9 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         self.converter = TripItemConverter()
         self.streams = Streams(max_streams_per_user)
         self.draining = False
+        # Signs the URLs a browser fetches without our headers; a deployment of several
+        # processes passes one shared key, a lone server can make its own.
+        self.signer = signer or Signer(secrets.token_bytes(32))
 
     # -- entry point ----------------------------------------------------------
 
@@ -441,19 +284,19 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             async for event in self._process_streaming_impl(request, context):
                 if isinstance(event, ThreadCreatedEvent):
                     slot.thread_id = event.thread.id  # from now on it can be deleted
-                queue.put_nowait(_frame(self._serialize(event)))
+                queue.put_nowait(frame(self._serialize(event)))
         except asyncio.CancelledError:
             if slot.stopped_with is not None:  # else the client left: nobody to tell
-                queue.put_nowait(self._event_frame(slot.stopped_with))
+                queue.put_nowait(self._eventframe(slot.stopped_with))
         except NotFoundError:  # the thread was deleted under a reply that was not stopped
-            queue.put_nowait(self._event_frame(DELETED))
+            queue.put_nowait(self._eventframe(DELETED))
         except Exception:
             logger.exception("stream failed")
-            queue.put_nowait(self._event_frame(FAILED))
+            queue.put_nowait(self._eventframe(FAILED))
         queue.put_nowait(None)
 
-    def _event_frame(self, event: ThreadStreamEvent) -> bytes:
-        return _frame(self._serialize(event))
+    def _eventframe(self, event: ThreadStreamEvent) -> bytes:
+        return frame(self._serialize(event))
 
     async def drain(self, grace: float) -> None:
         """Refuse new streams, let replies in flight finish for `grace` seconds, then stop them.
@@ -527,27 +370,11 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         page = await self.store.load_thread_items(
             thread.id, None, self.history_items, "desc", context
         )
-        history = list(reversed(page.data))
         agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
-        hooks = ToolStepHooks()
-        result = Runner.run_streamed(
-            self.agent,
-            await self.converter.to_agent_input(history),
-            context=agent_context,
-            hooks=hooks,
-        )
-        try:
-            async for event in _real_ids(
-                stream_agent_response(agent_context, result), agent_context
-            ):
-                yield event
-                hooks.shown(event)
-        except openai.APIError as exc:
-            logger.warning("model request failed for thread %s: %r", thread.id, exc)
-            raise _upstream_error(exc) from None
-        finally:
-            if not result.is_complete:
-                result.cancel()
+        async for event in run_turn(
+            self.agent, list(reversed(page.data)), agent_context, self.converter
+        ):
+            yield event
         if thread.title is None and input_user_message is not None:
             thread.title = short_title(_text_of(input_user_message))
 
@@ -555,59 +382,6 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: RequestContext
     ) -> None:
         await self.sql_store.save_feedback(thread_id, item_ids, feedback, context)
-
-
-async def _real_ids(
-    events: AsyncIterator[ThreadStreamEvent], ctx: AgentContext[RequestContext]
-) -> AsyncIterator[ThreadStreamEvent]:
-    """Give each assistant item a real id: Chat Completions models all share `__fake_id__`."""
-    current: str | None = None
-    async for event in events:
-        if isinstance(event, ThreadItemAddedEvent) and event.item.id == FAKE_RESPONSES_ID:
-            current = ctx.generate_id("message")
-            event = event.model_copy(update={"item": event.item.model_copy(update={"id": current})})
-        elif isinstance(event, ThreadItemUpdatedEvent) and event.item_id == FAKE_RESPONSES_ID:
-            current = current or ctx.generate_id("message")
-            event = event.model_copy(update={"item_id": current})
-        elif isinstance(event, ThreadItemDoneEvent) and event.item.id == FAKE_RESPONSES_ID:
-            item_id = current or ctx.generate_id("message")
-            event = event.model_copy(update={"item": event.item.model_copy(update={"id": item_id})})
-            current = None
-        yield event
-
-
-class _SDKModelErrorFilter(logging.Filter):
-    """Drops the Agents SDK's ERROR for a failed model stream: `respond` already logs the
-    cause as a warning, and a client can provoke it (a message past the context window)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Error streaming response")
-
-
-_SDK_MODEL_ERRORS = _SDKModelErrorFilter()
-
-
-def ignore_sdk_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    """Keep what the SDKs log for an ended stream out of the error log.
-
-    When a reply is cancelled, `chatkit.agents._merge_generators` abandons its two
-    `__anext__` tasks: one ends in `StopAsyncIteration` nobody retrieves, the other is
-    destroyed pending. Both are harmless; each would log an ERROR with a traceback.
-    """
-    logging.getLogger("openai.agents").addFilter(_SDK_MODEL_ERRORS)  # adding it twice is a no-op
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        task = context.get("task") or context.get("future")
-        leftover = isinstance(context.get("exception"), StopAsyncIteration) or (
-            isinstance(task, asyncio.Task)
-            and getattr(task.get_coro(), "__qualname__", "") == "_AsyncQueueIterator.__anext__"
-        )
-        if leftover:
-            logger.debug("dropped a cancelled stream's leftover task: %s", context.get("message"))
-            return
-        loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
 
 
 def _text_of(item: UserMessageItem) -> str:
@@ -642,7 +416,3 @@ def _thread_id(request: StreamingReq) -> str | None:
     params = getattr(request, "params", None)
     thread_id = getattr(params, "thread_id", None)
     return thread_id if isinstance(thread_id, str) else None
-
-
-def _frame(payload: bytes) -> bytes:
-    return b"data: " + payload + b"\n\n"

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
-from .config import ConfigError
-from .store import SCHEMA_VERSION, Row, SQLStore, load_schema
+from ..config import ConfigError
+from .sql import SCHEMA_VERSION, Row, SQLStore, load_schema
 
 _PLACEHOLDER = re.compile(r"\?")
 # A JSON `\u0000` escape, not the escaped backslash of a user's literal text "\u0000".

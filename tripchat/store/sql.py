@@ -1,31 +1,25 @@
-"""Durable ChatKit store: the Store contract written once in SQL, run on SQLite or PostgreSQL.
+"""The ChatKit `Store` contract written once, as parameterised SQL both databases accept.
 
 `SQLStore` holds every rule of the contract (ownership, upserts, cursor pagination,
-serialisation, ids) as parameterised SQL that both databases accept. A backend only
-supplies three primitives (`_fetchall`, `_fetchone`, `_execute`) plus open and close:
-`SQLiteStore` here, `PostgresStore` in `tripchat.pgstore`. The store knows nothing of
-HTTP or of the model; it reads only `context.user_id`.
+serialisation, ids). A driver only supplies the primitives (`_fetchall`, `_fetchone`,
+`_execute`, `_executemany`) plus open and close: `tripchat.store.sqlite` and
+`tripchat.store.postgres`. It reads only `context.user_id` from a request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
+import secrets
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from importlib.resources import files
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
-import aiosqlite
 from chatkit.store import NotFoundError, Store, StoreItemType
 from chatkit.types import Attachment, FeedbackKind, Page, ThreadItem, ThreadMetadata
 from pydantic import TypeAdapter
-
-from .config import ConfigError, check_db_url
 
 SCHEMA_VERSION = 1
 MAX_ID = 2**63 - 1
@@ -104,6 +98,18 @@ class SQLStore(Store[HasUserId], ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    async def secret_key(self) -> bytes:
+        """A random key made once and kept in the database, so all processes sign alike."""
+        await self._execute(
+            "INSERT INTO tripchat_meta (key, value) VALUES ('secret_key', ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            secrets.token_hex(32),
+        )
+        row = await self._one(
+            "secret key missing", "SELECT value FROM tripchat_meta WHERE key = 'secret_key'"
+        )
+        return bytes.fromhex(row[0])
 
     async def ping(self) -> None:
         """Raise if the database cannot answer; used by /healthz."""
@@ -377,40 +383,6 @@ class SQLStore(Store[HasUserId], ABC):
         """Forget an agent session and its messages."""
         await self._execute("DELETE FROM agent_sessions WHERE session_id = ?", session_id)
 
-    # -- moving a deployment between databases -----------------------------
-
-    async def export_rows(self, table: str, after: Any, limit: int) -> list[Row]:
-        """A batch of `table` in key order after `after`; the first column is the key."""
-        return await self._fetchall(_COPY[table].export_sql, after, limit)
-
-    async def import_rows(self, table: str, rows: Sequence[Row]) -> None:
-        """Insert exported rows, skipping those already there (safe to re-run)."""
-        spec = _COPY[table]
-        await self._executemany(
-            spec.import_sql,
-            [
-                [self._json(v) if i == spec.json_column else v for i, v in enumerate(row[1:])]
-                for row in rows
-            ],
-        )
-
-    async def count_rows(self) -> dict[str, int]:
-        """How many rows each copied table holds, to check a copy."""
-        rows = await self._fetchall(
-            "SELECT 'chatkit_threads', COUNT(*) FROM chatkit_threads "
-            "UNION ALL SELECT 'chatkit_items', COUNT(*) FROM chatkit_items "
-            "UNION ALL SELECT 'chatkit_attachments', COUNT(*) FROM chatkit_attachments "
-            "UNION ALL SELECT 'chatkit_feedback', COUNT(*) FROM chatkit_feedback "
-            "UNION ALL SELECT 'agent_sessions', COUNT(*) FROM agent_sessions "
-            "UNION ALL SELECT 'agent_messages', COUNT(*) FROM agent_messages"
-        )
-        return {row[0]: int(row[1]) for row in rows}
-
-    async def session_ids(self) -> list[str]:
-        """Every agent session id, oldest first."""
-        rows = await self._fetchall("SELECT session_id FROM agent_sessions ORDER BY created_at")
-        return [row[0] for row in rows]
-
     # -- helpers ------------------------------------------------------------
 
     async def _one(self, missing: str, sql: str, *args: Any) -> Row:
@@ -438,68 +410,6 @@ class SQLStore(Store[HasUserId], ABC):
         return int(row[0])
 
 
-@dataclass(frozen=True)
-class _CopySpec:
-    """How one table is exported in key order and upserted: a re-run catches up on edits."""
-
-    export_sql: str
-    import_sql: str
-    first_key: Any
-    json_column: int | None
-
-
-_COPY: dict[str, _CopySpec] = {
-    "chatkit_threads": _CopySpec(
-        "SELECT id, thread_id, user_id, thread_data FROM chatkit_threads "
-        "WHERE id > ? ORDER BY id LIMIT ?",
-        "INSERT INTO chatkit_threads (thread_id, user_id, thread_data) VALUES (?, ?, ?) "
-        "ON CONFLICT (thread_id) DO UPDATE SET thread_data = excluded.thread_data",
-        0,
-        2,
-    ),
-    "chatkit_items": _CopySpec(
-        "SELECT id, thread_id, item_id, item_type, item_data FROM chatkit_items "
-        "WHERE id > ? ORDER BY id LIMIT ?",
-        "INSERT INTO chatkit_items (thread_id, item_id, item_type, item_data) "
-        "VALUES (?, ?, ?, ?) ON CONFLICT (thread_id, item_id) "
-        "DO UPDATE SET item_type = excluded.item_type, item_data = excluded.item_data",
-        0,
-        3,
-    ),
-    "chatkit_attachments": _CopySpec(
-        "SELECT attachment_id, attachment_id, user_id, thread_id, attachment_data "
-        "FROM chatkit_attachments WHERE attachment_id > ? ORDER BY attachment_id LIMIT ?",
-        "INSERT INTO chatkit_attachments (attachment_id, user_id, thread_id, attachment_data) "
-        "VALUES (?, ?, ?, ?) ON CONFLICT (attachment_id) "
-        "DO UPDATE SET attachment_data = excluded.attachment_data",
-        "",
-        3,
-    ),
-    "chatkit_feedback": _CopySpec(
-        "SELECT i.id, f.thread_id, f.item_id, f.kind FROM chatkit_feedback f "
-        "JOIN chatkit_items i ON i.thread_id = f.thread_id AND i.item_id = f.item_id "
-        "WHERE i.id > ? ORDER BY i.id LIMIT ?",
-        "INSERT INTO chatkit_feedback (thread_id, item_id, kind) VALUES (?, ?, ?) "
-        "ON CONFLICT (thread_id, item_id) DO UPDATE SET kind = excluded.kind",
-        0,
-        None,
-    ),
-    "agent_sessions": _CopySpec(
-        "SELECT session_id, session_id FROM agent_sessions "
-        "WHERE session_id > ? ORDER BY session_id LIMIT ?",
-        "INSERT INTO agent_sessions (session_id) VALUES (?) ON CONFLICT (session_id) DO NOTHING",
-        "",
-        None,
-    ),
-}
-COPY_TABLES = tuple(_COPY)
-
-
-def first_key(table: str) -> Any:
-    """The key before the first row of `table`, to start an export."""
-    return _COPY[table].first_key
-
-
 def _direction(order: str) -> tuple[str, str]:
     if order == "asc":
         return ">", "ASC"
@@ -522,88 +432,3 @@ def _page(rows: list[Row], limit: int, parse: Callable[[str], T]) -> Page[T]:
         has_more=has_more,
         after=rows[-1][0] if has_more else None,
     )
-
-
-def sqlite_path(db_url: str) -> str:
-    """The file path of a `sqlite:///` URL (`:memory:` stays as is)."""
-    return check_db_url(db_url).removeprefix("sqlite:///")
-
-
-def _try_open(path: str) -> None:
-    sqlite3.connect(path).close()
-
-
-class SQLiteStore(SQLStore):
-    """The embedded default: one aiosqlite connection in autocommit, WAL journal.
-
-    Every write is a single statement, so autocommit makes each one atomic without
-    holding a lock across awaits; one connection serialises them, so the process
-    never meets "database is locked", and the busy timeout covers other processes.
-    """
-
-    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
-        self._conn = conn
-        self.path = path
-
-    @classmethod
-    async def open(cls, db_url: str) -> SQLiteStore:
-        """Open (creating if needed) the database and apply `schema.sql`."""
-        path = sqlite_path(db_url)
-        try:
-            # Tried synchronously first: a failed aiosqlite connect leaves its worker thread
-            # to report to the event loop, which may be closed by then (a traceback at exit).
-            await asyncio.to_thread(_try_open, path)
-        except sqlite3.Error as exc:
-            raise ConfigError(
-                f"CHATKIT_DB_URL: cannot open SQLite database {path}: {exc}"
-            ) from None
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        try:
-            await conn.execute("PRAGMA busy_timeout = 10000")
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            (version,) = list(await conn.execute_fetchall("PRAGMA user_version"))[0]
-            if version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"CHATKIT_DB_URL: {path} has schema version {version}, newer than "
-                    f"this tripchat ({SCHEMA_VERSION}); upgrade tripchat"
-                )
-            await conn.executescript(load_schema())
-        except BaseException as exc:
-            await conn.close()
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise ConfigError(f"CHATKIT_DB_URL: cannot use {path}: {exc}") from None
-            raise
-        return cls(conn, path)
-
-    async def close(self) -> None:
-        # Fold the WAL back into the main file so nothing is left needing recovery.
-        try:
-            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            await self._conn.close()
-
-    async def _fetchall(self, sql: str, *args: Any) -> list[Row]:
-        return list(await self._conn.execute_fetchall(sql, args))
-
-    async def _fetchone(self, sql: str, *args: Any) -> Row | None:
-        rows = await self._conn.execute_fetchall(sql, args)
-        return next(iter(rows), None)
-
-    async def _execute(self, sql: str, *args: Any) -> None:
-        await self._conn.execute_fetchall(sql, args)
-
-    async def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        # One call into aiosqlite's thread, so no other statement runs in between.
-        await self._conn.executemany(sql, rows)
-
-
-async def open_store(db_url: str, *, pool_size: int = 10) -> SQLStore:
-    """Open the store a `CHATKIT_DB_URL` names: SQLite or PostgreSQL."""
-    url = check_db_url(db_url)
-    if url.startswith("sqlite:"):
-        return await SQLiteStore.open(url)
-    from .pgstore import PostgresStore
-
-    return await PostgresStore.open(url, pool_size=pool_size)

@@ -1,0 +1,236 @@
+"""The bridge between ChatKit and the Agents SDK: one agent turn as ChatKit events.
+
+`run_turn` feeds a thread's history to the agent and streams its answer as thread events:
+tool steps appear as workflow tasks and are kept (hidden) so later turns replay them,
+Chat Completions' shared `__fake_id__` becomes a real id per item, and a model failure
+becomes a retryable message. It knows nothing of requests, routing or the web.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import anyio
+import openai
+from agents import Agent, RunContextWrapper, RunHooks, Runner, Tool
+from agents.models.fake_id import FAKE_RESPONSES_ID
+from agents.tool_context import ToolContext
+from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
+from chatkit.errors import CustomStreamError
+from chatkit.types import (
+    AssistantMessageItem,
+    CustomTask,
+    HiddenContextItem,
+    ThreadItem,
+    ThreadItemAddedEvent,
+    ThreadItemDoneEvent,
+    ThreadItemUpdatedEvent,
+    ThreadStreamEvent,
+    UserMessageTagContent,
+    WorkflowItem,
+)
+from openai.types.responses import EasyInputMessageParam, ResponseInputTextParam
+
+from .context import RequestContext
+from .tools import describe_tool_call
+
+logger = logging.getLogger("tripchat.bridge")
+
+TOOL_IO = "tripchat.tool_io"
+ANNOUNCE_SECONDS = 5.0
+
+
+class TripItemConverter(ThreadItemConverter):
+    """Thread items to model input that works with both the Responses and Chat APIs."""
+
+    async def assistant_message_to_input(self, item: AssistantMessageItem) -> EasyInputMessageParam:
+        # Plain text content: Chat Completions rejects the SDK's `output_text` parts.
+        return EasyInputMessageParam(
+            type="message", role="assistant", content="".join(c.text for c in item.content)
+        )
+
+    async def hidden_context_to_input(self, item: HiddenContextItem) -> Any:
+        if isinstance(item.content, dict) and item.content.get("type") == TOOL_IO:
+            return item.content["items"]
+        return await super().hidden_context_to_input(item)
+
+    async def workflow_to_input(self, item: WorkflowItem) -> None:
+        # The tool calls themselves are replayed from their hidden items.
+        return None
+
+    async def tag_to_message_content(self, tag: UserMessageTagContent) -> ResponseInputTextParam:
+        return ResponseInputTextParam(type="input_text", text=f"@{tag.text}: {tag.data}")
+
+
+class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
+    """Show each tool step as a workflow task and keep the call and result for later turns.
+
+    One instance per run: it remembers which task shows which tool call.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, int] = {}
+        self._created: str | None = None
+        self._shown = asyncio.Event()
+
+    def shown(self, event: ThreadStreamEvent) -> None:
+        """Called once `event` has been sent on: the workflow we created is now on the wire."""
+        if isinstance(event, ThreadItemAddedEvent) and event.item.id == self._created:
+            self._shown.set()
+
+    async def on_tool_start(
+        self,
+        context: RunContextWrapper[AgentContext[RequestContext]],
+        agent: Agent[Any],
+        tool: Tool,
+    ) -> None:
+        if not isinstance(context, ToolContext):
+            return
+        ctx = context.context
+        title = describe_tool_call(context.tool_name, context.tool_arguments)
+        if ctx.workflow_item is not None and ctx.workflow_item.id == self._created:
+            # The SDK queues the new workflow by reference: adding a task before that event
+            # is sent would put it in the event and announce it again with task.added.
+            with anyio.move_on_after(ANNOUNCE_SECONDS):
+                await self._shown.wait()
+        created = ctx.workflow_item is None
+        await ctx.add_workflow_task(CustomTask(title=title, status_indicator="loading"))
+        assert ctx.workflow_item is not None
+        if created:
+            self._created = ctx.workflow_item.id
+        self._tasks[context.tool_call_id] = len(ctx.workflow_item.workflow.tasks) - 1
+
+    async def on_tool_end(
+        self,
+        context: RunContextWrapper[AgentContext[RequestContext]],
+        agent: Agent[Any],
+        tool: Tool,
+        result: object,
+    ) -> None:
+        if not isinstance(context, ToolContext):
+            return
+        ctx = context.context
+        index = self._tasks.pop(context.tool_call_id, None)
+        if ctx.workflow_item is not None and index is not None:
+            task = ctx.workflow_item.workflow.tasks[index]
+            if isinstance(task, CustomTask):
+                done = task.model_copy(update={"status_indicator": "complete"})
+                await ctx.update_workflow_task(done, index)
+        call = {
+            "type": "function_call",
+            "call_id": context.tool_call_id,
+            "name": context.tool_name,
+            "arguments": context.tool_arguments,
+        }
+        output = {
+            "type": "function_call_output",
+            "call_id": context.tool_call_id,
+            "output": str(result),
+        }
+        await ctx.stream(
+            ThreadItemDoneEvent(
+                item=HiddenContextItem(
+                    id=ctx.generate_id("message"),
+                    thread_id=ctx.thread.id,
+                    created_at=datetime.now(),
+                    content={"type": TOOL_IO, "items": [call, output]},
+                )
+            )
+        )
+
+
+def _upstream_error(exc: openai.APIError) -> CustomStreamError:
+    """A model failure as a message the user can act on; always retryable."""
+    if isinstance(exc, openai.RateLimitError):
+        text = "The trip planner is busy right now (rate limited). Please try again in a moment."
+    elif isinstance(exc, openai.APITimeoutError):
+        text = "The trip planner took too long to answer. Please try again."
+    elif isinstance(exc, openai.APIConnectionError):
+        text = "The trip planner could not reach its model. Please try again shortly."
+    else:
+        text = "The trip planner's model failed to answer. Please try again."
+    return CustomStreamError(text, allow_retry=True)
+
+
+async def run_turn(
+    agent: Agent[Any],
+    history: list[ThreadItem],
+    ctx: AgentContext[RequestContext],
+    converter: ThreadItemConverter,
+) -> AsyncIterator[ThreadStreamEvent]:
+    """One agent turn over `history` (oldest first), as the thread events it produces.
+
+    The model run is cancelled if the caller stops early (the client left), so no tokens
+    stream to nobody.
+    """
+    hooks = ToolStepHooks()
+    result = Runner.run_streamed(
+        agent, await converter.to_agent_input(history), context=ctx, hooks=hooks
+    )
+    try:
+        async for event in _real_ids(stream_agent_response(ctx, result), ctx):
+            yield event
+            hooks.shown(event)
+    except openai.APIError as exc:
+        logger.warning("model request failed for thread %s: %r", ctx.thread.id, exc)
+        raise _upstream_error(exc) from None
+    finally:
+        if not result.is_complete:
+            result.cancel()
+
+
+async def _real_ids(
+    events: AsyncIterator[ThreadStreamEvent], ctx: AgentContext[RequestContext]
+) -> AsyncIterator[ThreadStreamEvent]:
+    """Give each assistant item a real id: Chat Completions models all share `__fake_id__`."""
+    current: str | None = None
+    async for event in events:
+        if isinstance(event, ThreadItemAddedEvent) and event.item.id == FAKE_RESPONSES_ID:
+            current = ctx.generate_id("message")
+            event = event.model_copy(update={"item": event.item.model_copy(update={"id": current})})
+        elif isinstance(event, ThreadItemUpdatedEvent) and event.item_id == FAKE_RESPONSES_ID:
+            current = current or ctx.generate_id("message")
+            event = event.model_copy(update={"item_id": current})
+        elif isinstance(event, ThreadItemDoneEvent) and event.item.id == FAKE_RESPONSES_ID:
+            item_id = current or ctx.generate_id("message")
+            event = event.model_copy(update={"item": event.item.model_copy(update={"id": item_id})})
+            current = None
+        yield event
+
+
+class _SDKModelErrorFilter(logging.Filter):
+    """Drops the Agents SDK's ERROR for a failed model stream: `run_turn` already logs the
+    cause as a warning, and a client can provoke it (a message past the context window)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Error streaming response")
+
+
+_SDK_MODEL_ERRORS = _SDKModelErrorFilter()
+
+
+def ignore_sdk_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep what the SDKs log for an ended stream out of the error log.
+
+    When a reply is cancelled, `chatkit.agents._merge_generators` abandons its two
+    `__anext__` tasks: one ends in `StopAsyncIteration` nobody retrieves, the other is
+    destroyed pending. Both are harmless; each would log an ERROR with a traceback.
+    """
+    logging.getLogger("openai.agents").addFilter(_SDK_MODEL_ERRORS)  # adding it twice is a no-op
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        task = context.get("task") or context.get("future")
+        leftover = isinstance(context.get("exception"), StopAsyncIteration) or (
+            isinstance(task, asyncio.Task)
+            and getattr(task.get_coro(), "__qualname__", "") == "_AsyncQueueIterator.__anext__"
+        )
+        if leftover:
+            logger.debug("dropped a cancelled stream's leftover task: %s", context.get("message"))
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
