@@ -761,6 +761,8 @@ async def bench_servers(
             for r in range(args.rounds):
                 for i in range(len(runs)):
                     run, target = runs[(i + r) % len(runs)], targets[(i + r) % len(runs)]
+                    if deltas != args.tokens and not run.spec.chatkit:
+                        continue  # the ceiling replays a --tokens reply only
                     tag = f"{target.name}-d{deltas}-c{concurrency}-r{r}"
                     phase = await run_phase(target, concurrency, count, args.turns, tag, deltas)
                     run.rounds.setdefault((deltas, concurrency), []).append(phase)
@@ -1044,7 +1046,11 @@ async def main_async(args: argparse.Namespace) -> int:
             runs = await bench_servers(specs, args, mock, workdir)
     print(report(runs, args, time.perf_counter() - started))
     if args.json:
-        args.json.write_text(json.dumps([asdict(run) for run in runs], indent=1, default=str))
+        rows = [
+            {**asdict(run), "rounds": {f"{d}x{c}": r for (d, c), r in run.rounds.items()}}
+            for run in runs
+        ]
+        args.json.write_text(json.dumps(rows, indent=1, default=str))
     return 1 if any(run.lost or any(p.errors for p in run.phases) for run in runs) else 0
 
 
