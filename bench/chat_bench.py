@@ -1,7 +1,8 @@
 """Streaming chat turns under load: tripchat against the docs' reference and a bare ceiling.
 
     python bench/chat_bench.py [--concurrency 1,10,100] [--turns 3] [--min-turns 300]
-        [--rounds 3] [--tokens 20] [--delay 0] [--hold 1000] [--hold-seconds 120]
+        [--rounds 3] [--tokens 20] [--delay 0] [--long 400] [--long-concurrency 10]
+        [--long-min-turns 60] [--hold 1000] [--hold-seconds 120]
         [--backends sqlite[,postgres]] [--pg-url postgresql://...] [--processes 1[,2]]
         [--burst 1000] [--servers ceiling,reference,tripchat] [--profile bench/profiles]
         [--json out.json]
@@ -32,7 +33,11 @@ its group). On PostgreSQL the cluster's own CPU (the postmaster and its children
 through pg_backend_pid()) is reported apart, when the cluster runs on this machine.
 Then `--hold` streams are held open at once against the reference and the
 first tripchat backend (replies `[tokens 2] [delay S]`: one delta, then S seconds of
-silence; opened in waves of 100) for RSS per open stream. Before the phases, `--burst`
+silence; opened in waves of 100) for RSS per open stream; then every reader leaves at
+once and, 3 s later, the bench counts the model calls the mock still has open and the
+partial replies stored. Long replies (`--long N`, `[tokens N]` in the message) measure
+CPU per streamed delta at C in `--long-concurrency`; each conversation is its own user
+(`X-User-Id`). Before the phases, `--burst`
 TCP connects are opened at once against each idle server: a connect that needs a SYN
 retransmit (over 0.9 s) found the accept backlog full. Turns count such connects too.
 Finally every conversation is read back (`items.list`) from the ChatKit servers: nothing
