@@ -1,7 +1,8 @@
 """Streaming chat turns under load: tripchat against the docs' reference and a bare ceiling.
 
     python bench/chat_bench.py [--concurrency 1,10,100] [--turns 3] [--min-turns 300]
-        [--rounds 3] [--tokens 20] [--delay 0] [--hold 1000] [--hold-seconds 30]
+        [--rounds 3] [--tokens 20] [--delay 0] [--long 400] [--long-concurrency 10]
+        [--long-min-turns 60] [--hold 1000] [--hold-seconds 120]
         [--backends sqlite[,postgres]] [--pg-url postgresql://...] [--processes 1[,2]]
         [--burst 1000] [--servers ceiling,reference,tripchat] [--profile bench/profiles]
         [--json out.json]
@@ -32,7 +33,11 @@ its group). On PostgreSQL the cluster's own CPU (the postmaster and its children
 through pg_backend_pid()) is reported apart, when the cluster runs on this machine.
 Then `--hold` streams are held open at once against the reference and the
 first tripchat backend (replies `[tokens 2] [delay S]`: one delta, then S seconds of
-silence; opened in waves of 100) for RSS per open stream. Before the phases, `--burst`
+silence; opened in waves of 100) for RSS per open stream; then every reader leaves at
+once and, 3 s later, the bench counts the model calls the mock still has open and the
+partial replies stored. Long replies (`--long N`, `[tokens N]` in the message) measure
+CPU per streamed delta at C in `--long-concurrency`; each conversation is its own user
+(`X-User-Id`). Before the phases, `--burst`
 TCP connects are opened at once against each idle server: a connect that needs a SYN
 retransmit (over 0.9 s) found the accept backlog full. Turns count such connects too.
 Finally every conversation is read back (`items.list`) from the ChatKit servers: nothing
@@ -48,30 +53,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import math
 import os
-import platform
-import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
+from _procs import ProcessGroup, postgres_cluster, raise_fd_limit  # noqa: E402
+from _servers import ServerSpec, empty_postgres, openai_mock, server_specs  # noqa: E402
+from _tables import fmt, machine, pct, ratio, table  # noqa: E402
 from chatkit_client import (  # noqa: E402
     TEXT_DELTA,
     add_message,
@@ -81,309 +85,24 @@ from chatkit_client import (  # noqa: E402
     message_texts,
 )
 from profile_stacks import summarise  # noqa: E402
-from servers import HOST, ServerProcess, app_env  # noqa: E402
+from servers import ServerProcess  # noqa: E402
 
-PACKAGES = (
-    "openai-chatkit",
-    "openai-agents",
-    "openai",
-    "pydantic",
-    "hypercorn",
-    "h11",
-    "uvicorn",
-    "fastapi",
-    "starlette",
-    "httpx",
-    "httpcore",
-    "aiosqlite",
-    "asyncpg",
-    "py-spy",
-)
-TRIPCHAT_TABLES = (
-    "chatkit_feedback",
-    "chatkit_attachments",
-    "chatkit_items",
-    "chatkit_threads",
-    "agent_messages",
-    "agent_sessions",
-    "tripchat_meta",
-)
 STREAMS_PER_CLIENT = 64
 """Conversations sharing one httpx client: a huge pool costs the client O(n) per request."""
 HOLD_WAVE = 100
 """Held streams opened per wave, each wave waiting for its first deltas."""
 WARMUP_CONVERSATIONS = 10
 VERIFY_PARALLEL = 16
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-MOCK_START_SECONDS = 20.0
+ABANDON_SECONDS = 3.0
+"""Target 3: every model call closed and every partial reply saved this long after the
+clients left."""
 SYN_RETRY_SECONDS = 0.9
 """A TCP connect slower than this waited for a SYN retransmit (the first comes after 1 s):
 the server's accept backlog was full."""
 
 
 # -- processes: CPU and memory from /proc --------------------------------------
-
-
-def proc_stats() -> Iterator[tuple[int, list[str]]]:
-    """Every live process as (pid, the fields of /proc/PID/stat after its name)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        yield int(entry.name), fields
-
-
-class ProcessGroup:
-    """Every process of one or more process groups (a server and any children it forks;
-    several for a multi-process server: CPU and RSS are then summed over all of them)."""
-
-    def __init__(self, *pgids: int) -> None:
-        self.pgid = pgids[0]
-        self.pgids = frozenset(pgids)
-
-    def pids(self) -> list[int]:
-        return [pid for pid, fields in proc_stats() if int(fields[2]) in self.pgids]
-
-    def cpu_seconds(self) -> float:
-        """CPU time of the group's live threads, to the nanosecond (schedstat)."""
-        total = 0
-        for pid in self.pids():
-            for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-                try:
-                    total += int(task.read_text().split()[0])
-                except (FileNotFoundError, ProcessLookupError, IndexError):
-                    continue
-        return total / 1e9
-
-    def cpu_ticks_seconds(self) -> float:
-        """utime+stime of the group (includes threads that have exited), 1/CLK_TCK steps."""
-        total = 0
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / CLOCK_TICKS
-
-    async def settle(self, window: float = 0.5, busy: float = 0.03, limit: float = 60.0) -> float:
-        """Wait (at most `limit` s) until the group uses under `busy` of a core over `window`
-        s: start-up work (tripchat warms its travel data in a thread) must not be measured.
-        Returns the seconds waited."""
-        started = time.perf_counter()
-        last = self.cpu_seconds()
-        while time.perf_counter() - started < limit:
-            await asyncio.sleep(window)
-            now = self.cpu_seconds()
-            if now - last < busy * window:
-                break
-            last = now
-        return time.perf_counter() - started
-
-    def _status_kb(self, key: str) -> int:
-        total = 0
-        for pid in self.pids():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith(key + ":"):
-                        total += int(line.split()[1])
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-        return total
-
-    def rss_kb(self) -> int:
-        return self._status_kb("VmRSS")
-
-    def reset_peak(self) -> None:
-        """Start a new peak-RSS window (writes 5 to clear_refs; needs owning the process)."""
-        for pid in self.pids():
-            with suppress(OSError):
-                Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-    def peak_kb(self) -> int:
-        return self._status_kb("VmHWM")
-
-
-def raise_fd_limit() -> int:
-    """Lift the soft RLIMIT_NOFILE to the hard limit; children inherit it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return target
-
-
-@contextmanager
-def openai_mock(tokens: int, delay: float, workdir: Path) -> Iterator[tuple[str, ProcessGroup]]:
-    """The mock in its own process group; yields its base URL. Always stopped by PID."""
-    log = (workdir / "openai-mock.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "openai_mock.py"),
-            "--port",
-            "0",
-            "--tokens",
-            str(tokens),
-            "--delay",
-            str(delay),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + MOCK_START_SECONDS
-        line = ""
-        while not line.startswith("OPENAI_BASE_URL=") and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                break
-        if not line.startswith("OPENAI_BASE_URL="):
-            raise RuntimeError(f"the OpenAI mock did not start; see {log.name}")
-        yield line.strip().split("=", 1)[1], ProcessGroup(process.pid)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
-
-
-# -- the servers ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    """How to start one server under test."""
-
-    name: str
-    kind: str  # ceiling | reference | tripchat
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    db_url: str | None = None
-    processes: int = 1
-    """`serve` processes on separate ports sharing db_url; turns go round-robin over them."""
-
-    @property
-    def chatkit(self) -> bool:
-        """True for servers that keep conversations (and so are read back)."""
-        return self.kind != "ceiling"
-
-    def primary(self, first_db: str | None) -> bool:
-        """The reference and the first tripchat backend: held open and profiled."""
-        return self.kind == "reference" or (self.kind == "tripchat" and self.db_url == first_db)
-
-
-def _pg_sibling(url: str, suffix: str) -> str:
-    """The same cluster's URL with the database name suffixed."""
-    parts = urlsplit(url)
-    return parts._replace(path=parts.path.rstrip("/") + suffix).geturl()
-
-
-def server_specs(args: argparse.Namespace, base_url: str, workdir: Path) -> list[ServerSpec]:
-    env = app_env(
-        base_url,
-        workdir / "unused.db",
-        OPENAI_AGENTS_DISABLE_TRACING="true",
-        CEILING_TOKENS=str(args.tokens),
-    )
-    python = sys.executable
-    specs = [
-        ServerSpec(
-            "ceiling",
-            "ceiling",
-            (python, str(ROOT / "bench" / "ceiling_app.py"), "--host", HOST, "--port", "{port}"),
-            env,
-        ),
-        ServerSpec(
-            "reference",
-            "reference",
-            (
-                python,
-                "-m",
-                "uvicorn",
-                "--app-dir",
-                str(ROOT / "bench"),
-                "reference_app:app",
-                "--host",
-                HOST,
-                "--port",
-                "{port}",
-            ),
-            env,
-        ),
-    ]
-    serve = (python, "-m", "tripchat.cli", "serve", "--host", HOST, "--port", "{port}")
-    for backend in args.backends:
-        for n in args.processes:
-            suffix = "" if n == 1 else f"-x{n}"
-            if backend == "sqlite":
-                url = f"sqlite:///{workdir / f'tripchat{suffix}.db'}"
-            else:
-                url = args.pg_url if n == 1 else _pg_sibling(args.pg_url, suffix.replace("-", "_"))
-            specs.append(
-                ServerSpec(
-                    f"tripchat-{backend}{suffix}",
-                    "tripchat",
-                    serve,
-                    {**env, "CHATKIT_DB_URL": url},
-                    url,
-                    n,
-                )
-            )
-    return [spec for spec in specs if spec.kind in args.servers]
-
-
-async def empty_postgres(url: str, admin_url: str) -> None:
-    """Drop tripchat's tables so the server creates them afresh; a database other than
-    admin_url's is created (through admin_url) when it does not exist yet."""
-    name = urlsplit(url).path.lstrip("/")
-    if url != admin_url:
-        admin = await asyncpg.connect(admin_url)
-        try:
-            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f"DROP TABLE IF EXISTS {', '.join(TRIPCHAT_TABLES)} CASCADE")
-    finally:
-        await conn.close()
-
-
-class Cluster(ProcessGroup):
-    """A local PostgreSQL cluster: the postmaster and its children (each of which is a
-    session leader of its own, so a process group does not cover them)."""
-
-    def __init__(self, postmaster: int) -> None:
-        super().__init__(postmaster)
-
-    def pids(self) -> list[int]:
-        return [self.pgid] + [pid for pid, fields in proc_stats() if int(fields[1]) == self.pgid]
-
-
-async def postgres_cluster(url: str) -> Cluster | None:
-    """The cluster's processes, found from a live backend's parent; None when the backend
-    is not in this machine's /proc (a remote cluster)."""
-    conn = await asyncpg.connect(url)
-    try:
-        pid = await conn.fetchval("SELECT pg_backend_pid()")
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-    finally:
-        await conn.close()
-    return Cluster(int(fields[1]))
 
 
 # -- the client -------------------------------------------------------------------
@@ -432,9 +151,11 @@ async def run_turn(
     body: dict[str, Any],
     expected: str | None,
     on_first_delta: Callable[[], None] | None = None,
+    result: TurnResult | None = None,
 ) -> TurnResult:
-    """POST one streaming request and read the stream to its end."""
-    result = TurnResult(ok=False)
+    """POST one streaming request and read the stream to its end, filling `result` (a
+    caller that cancels the turn still has what was read so far)."""
+    result = result or TurnResult(ok=False)
     started = time.perf_counter()
 
     async def trace(name: str, info: dict[str, Any]) -> None:
@@ -541,6 +262,8 @@ class Phase:
 
     server: str
     concurrency: int
+    deltas: int
+    """Text deltas per reply (the mock's default, or a long reply's `[tokens N]`)."""
     turns: int
     seconds: float
     ttfe_ms: list[float]
@@ -566,6 +289,14 @@ class Phase:
     def cpu_ms_per_turn(self) -> float:
         return 1000 * self.cpu_s / max(self.turns, 1)
 
+    @property
+    def cpu_us_per_delta(self) -> float:
+        return 1000 * self.cpu_ms_per_turn / max(self.deltas, 1)
+
+    @property
+    def label(self) -> str:
+        return f"{self.deltas}x{self.concurrency}"
+
     @classmethod
     def merge(cls, rounds: Sequence[Phase]) -> Phase:
         """The rounds as one phase: sums, pooled latencies, the highest peak."""
@@ -576,6 +307,7 @@ class Phase:
         return cls(
             server=rounds[0].server,
             concurrency=rounds[0].concurrency,
+            deltas=rounds[0].deltas,
             turns=sum(r.turns for r in rounds),
             seconds=sum(r.seconds for r in rounds),
             ttfe_ms=[x for r in rounds for x in r.ttfe_ms],
@@ -619,7 +351,6 @@ class Target:
     name: str
     urls: list[str]
     meters: Meters
-    expected: str
     conversations: list[Conversation] = field(default_factory=list)
 
     @property
@@ -628,8 +359,16 @@ class Target:
         return self.urls[0]
 
 
-async def run_phase(target: Target, concurrency: int, count: int, turns: int, tag: str) -> Phase:
-    """`count` conversations of `turns` turns, `concurrency` of them at any moment."""
+def reply_text(deltas: int) -> str:
+    """What the mock answers with `deltas` text deltas."""
+    return "".join(f"w{i} " for i in range(deltas))
+
+
+async def run_phase(
+    target: Target, concurrency: int, count: int, turns: int, tag: str, deltas: int
+) -> Phase:
+    """`count` conversations of `turns` turns, `concurrency` of them at any moment, each
+    conversation its own user (`X-User-Id`), each reply `deltas` text deltas long."""
     pool = clients(concurrency, 120.0)
     convs = [Conversation(f"bench-{tag}-{i}") for i in range(count)]
     todo = iter(enumerate(convs))
@@ -637,8 +376,11 @@ async def run_phase(target: Target, concurrency: int, count: int, turns: int, ta
 
     async def worker(client: httpx.AsyncClient) -> None:
         for i, conv in todo:  # one shared iterator: each worker takes the next conversation
-            texts = [f"Plan a trip ({tag}, conversation {i}, turn {t})" for t in range(turns)]
-            await converse(client, target.urls, conv, texts, target.expected, results, i)
+            texts = [
+                f"Plan a trip ({tag}, conversation {i}, turn {t}) [tokens {deltas}]"
+                for t in range(turns)
+            ]
+            await converse(client, target.urls, conv, texts, reply_text(deltas), results, i)
 
     meters = target.meters
     meters.server.reset_peak()
@@ -660,6 +402,7 @@ async def run_phase(target: Target, concurrency: int, count: int, turns: int, ta
     return Phase(
         server=target.name,
         concurrency=concurrency,
+        deltas=deltas,
         turns=len(results),
         seconds=seconds,
         ttfe_ms=[1000 * r.ttfe for r in results if r.ttfe is not None],
@@ -682,9 +425,16 @@ def slow_connects(results: Sequence[TurnResult]) -> int:
     return sum(r.connect is not None and r.connect > SYN_RETRY_SECONDS for r in results)
 
 
-def conversations_per_round(args: argparse.Namespace, concurrency: int) -> int:
-    """Enough conversations for --min-turns over all rounds, a whole multiple of C."""
-    wanted = math.ceil(args.min_turns / (args.rounds * args.turns))
+def workloads(args: argparse.Namespace) -> list[tuple[int, int, int]]:
+    """(deltas per reply, concurrency, turns wanted) for each measured phase."""
+    short = [(args.tokens, c, args.min_turns) for c in args.concurrency]
+    long = [(args.long, c, args.long_min_turns) for c in args.long_concurrency if args.long]
+    return short + long
+
+
+def conversations_per_round(args: argparse.Namespace, concurrency: int, min_turns: int) -> int:
+    """Enough conversations for `min_turns` over all rounds, a whole multiple of C."""
+    wanted = math.ceil(min_turns / (args.rounds * args.turns))
     return int(concurrency * max(1, math.ceil(wanted / concurrency)))
 
 
@@ -702,14 +452,20 @@ class Hold:
     errors: int
     cpu_ms_per_stream: float
     slow_connects: int
+    calls_open_after_leaving: int
+    """Model calls still open ABANDON_SECONDS after every client left."""
+    partials_saved: int
+    """Held replies whose partial text was stored, read back right after that wait."""
 
     @property
     def kb_per_stream(self) -> float:
         return 1024 * (self.rss_holding_mb - self.rss_before_mb) / max(self.open_at_sample, 1)
 
 
-async def hold_streams(target: Target, streams: int, seconds: float) -> Hold:
-    """Open `streams` replies that pause `seconds` after their first delta; sample RSS."""
+async def hold_streams(target: Target, streams: int, seconds: float, mock_url: str) -> Hold:
+    """Open `streams` replies that pause `seconds` after their first delta; sample RSS;
+    then every client leaves at once: after ABANDON_SECONDS, count the model calls still
+    open (the mock records disconnects) and the partial replies stored."""
     group = target.meters.server
     await group.settle()
     rss_before = group.rss_kb()
@@ -725,8 +481,15 @@ async def hold_streams(target: Target, streams: int, seconds: float) -> Hold:
     async def one(i: int) -> TurnResult:
         conv = Conversation(f"bench-hold-{i}")
         text = f"hold {i} [tokens 2] [delay {seconds}]"
-        result = await run_turn(
-            pool[i % len(pool)], target.url, conv.user, create_thread(text), "w0 w1 ", first_delta
+        result = held[i]
+        await run_turn(
+            pool[i % len(pool)],
+            target.url,
+            conv.user,
+            create_thread(text),
+            "w0 w1 ",
+            first_delta,
+            result,
         )
         if result.ttft is not None:
             open_now[0] -= 1
@@ -737,6 +500,7 @@ async def hold_streams(target: Target, streams: int, seconds: float) -> Hold:
         target.conversations.append(conv)
         return result
 
+    held = [TurnResult(ok=False) for _ in range(streams)]
     started = time.perf_counter()
     tasks: list[asyncio.Task[TurnResult]] = []
     try:
@@ -751,13 +515,19 @@ async def hold_streams(target: Target, streams: int, seconds: float) -> Hold:
             samples.append((group.rss_kb(), open_now[0]))
             await asyncio.sleep(0.2)
         rss_holding, open_at_sample = max(samples)
-        results = await asyncio.gather(*tasks)
     finally:
-        for task in tasks:
+        for task in tasks:  # every reader leaves at once
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(client.aclose() for client in pool))
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(ABANDON_SECONDS)
+    still_open = await open_model_calls(mock_url)
+    for i, result in enumerate(held):
+        text = f"hold {i} [tokens 2] [delay {seconds}]"
+        conv = Conversation(f"bench-hold-{i}", result.thread_id, [(text, result.text)])
+        target.conversations.append(conv)
+    saved = await partials_stored(target, target.conversations[-streams:])
+    results = held
     return Hold(
         server=target.name,
         streams=streams,
@@ -766,10 +536,39 @@ async def hold_streams(target: Target, streams: int, seconds: float) -> Hold:
         rss_before_mb=rss_before / 1024,
         rss_holding_mb=rss_holding / 1024,
         rss_after_mb=group.rss_kb() / 1024,
-        errors=sum(not r.ok for r in results),
+        errors=sum(r.thread_id is None or not r.text for r in results),
         cpu_ms_per_stream=1000 * (group.cpu_seconds() - cpu_before) / streams,
         slow_connects=slow_connects(results),
+        calls_open_after_leaving=still_open,
+        partials_saved=saved,
     )
+
+
+async def open_model_calls(mock_url: str) -> int:
+    """Model calls the mock is still answering (a server that left would have closed them)."""
+    async with httpx.AsyncClient(timeout=60.0, trust_env=False) as client:
+        response = await client.get(mock_url.removesuffix("/v1") + "/_mock/requests")
+    return sum(not request["done"] for request in response.json())
+
+
+async def partials_stored(target: Target, convs: Sequence[Conversation]) -> int:
+    """How many of these conversations have a stored, non-empty assistant reply."""
+    gate = asyncio.Semaphore(VERIFY_PARALLEL)
+    async with httpx.AsyncClient(timeout=60.0, trust_env=False) as client:
+
+        async def stored(conv: Conversation) -> bool:
+            if conv.thread_id is None:
+                return False
+            async with gate:
+                response = await client.post(
+                    target.url,
+                    content=encode(list_items(conv.thread_id, 100)),
+                    headers={"X-User-Id": conv.user},
+                )
+            texts = message_texts(response.json().get("data", []))
+            return any(kind == "assistant_message" and text for kind, text in texts)
+
+        return sum(await asyncio.gather(*(stored(conv) for conv in convs)))
 
 
 @dataclass
@@ -860,7 +659,7 @@ async def profiled(target: Target, args: argparse.Namespace) -> str:
     py_spy = Path(sys.executable).with_name("py-spy")
     outdir: Path = args.profile
     outdir.mkdir(parents=True, exist_ok=True)
-    for fmt, suffix, extra in (("raw", "txt", ["--native"]), ("flamegraph", "svg", [])):
+    for kind, suffix, extra in (("raw", "txt", ["--native"]), ("flamegraph", "svg", [])):
         recorder = await asyncio.create_subprocess_exec(
             str(py_spy),
             "record",
@@ -871,7 +670,7 @@ async def profiled(target: Target, args: argparse.Namespace) -> str:
             "--rate",
             "250",
             "--format",
-            fmt,
+            kind,
             "-o",
             str(outdir / f"{target.name}.{suffix}"),
             stdout=subprocess.DEVNULL,
@@ -880,7 +679,14 @@ async def profiled(target: Target, args: argparse.Namespace) -> str:
         try:
             await asyncio.sleep(1.0)
             for r in range(args.profile_rounds):
-                await run_phase(target, 10, 10, args.turns, f"{target.name}-{fmt}-{r}")
+                await run_phase(
+                    target,
+                    10,
+                    10,
+                    args.turns,
+                    f"{target.name}-{kind}-{r}",
+                    args.long or args.tokens,
+                )
         finally:
             recorder.send_signal(signal.SIGINT)
             try:
@@ -899,7 +705,8 @@ class ServerRun:
     """Everything measured for one server."""
 
     spec: ServerSpec
-    rounds: dict[int, list[Phase]] = field(default_factory=dict)
+    rounds: dict[tuple[int, int], list[Phase]] = field(default_factory=dict)
+    """Rounds by (deltas per reply, concurrency)."""
     burst: Burst | None = None
     hold: Hold | None = None
     lost: list[str] = field(default_factory=list)
@@ -908,7 +715,7 @@ class ServerRun:
 
     @property
     def phases(self) -> list[Phase]:
-        """One merged phase per concurrency level."""
+        """One merged phase per workload (deltas per reply, concurrency)."""
         return [Phase.merge(rounds) for rounds in self.rounds.values()]
 
 
@@ -921,7 +728,6 @@ async def bench_servers(
     over all servers alike instead of loading it onto whichever ran at a bad moment.
     """
     runs = [ServerRun(spec) for spec in specs]
-    expected = "".join(f"w{i} " for i in range(args.tokens))
     with ExitStack() as stack:
         targets = []
         for spec in specs:
@@ -938,9 +744,7 @@ async def bench_servers(
                 for n in range(spec.processes)
             ]
             meters = Meters(ProcessGroup(*(s.pid for s in servers)), mock, db)
-            targets.append(
-                Target(spec.name, [f"{s.url}/chatkit" for s in servers], meters, expected)
-            )
+            targets.append(Target(spec.name, [f"{s.url}/chatkit" for s in servers], meters))
         for target in targets:
             await target.meters.server.settle()
             await run_phase(
@@ -949,6 +753,7 @@ async def bench_servers(
                 WARMUP_CONVERSATIONS,
                 args.turns,
                 f"{target.name}-warmup",
+                args.tokens,
             )
             waited = await target.meters.server.settle()
             _progress(f"{target.name}: warmed up, idle after {waited:.1f}s")
@@ -956,17 +761,18 @@ async def bench_servers(
             if args.burst:
                 run.burst = await connect_burst(target, args.burst)
                 await target.meters.server.settle()
-        for concurrency in args.concurrency:
-            count = conversations_per_round(args, concurrency)
+        for deltas, concurrency, min_turns in workloads(args):
+            count = conversations_per_round(args, concurrency, min_turns)
             for r in range(args.rounds):
                 for i in range(len(runs)):
                     run, target = runs[(i + r) % len(runs)], targets[(i + r) % len(runs)]
-                    phase = await run_phase(
-                        target, concurrency, count, args.turns, f"{target.name}-c{concurrency}-r{r}"
-                    )
-                    run.rounds.setdefault(concurrency, []).append(phase)
+                    if deltas != args.tokens and not run.spec.chatkit:
+                        continue  # the ceiling replays a --tokens reply only
+                    tag = f"{target.name}-d{deltas}-c{concurrency}-r{r}"
+                    phase = await run_phase(target, concurrency, count, args.turns, tag, deltas)
+                    run.rounds.setdefault((deltas, concurrency), []).append(phase)
                     _progress(
-                        f"{target.name} C={concurrency} round {r}: "
+                        f"{target.name} {deltas} deltas C={concurrency} round {r}: "
                         f"{phase.turns_per_s:.1f} turns/s, "
                         f"{phase.cpu_ms_per_turn:.1f} CPU ms/turn, {phase.errors} errors"
                     )
@@ -976,7 +782,7 @@ async def bench_servers(
             if args.profile:
                 run.profile = await profiled(target, args)
             if args.hold:
-                run.hold = await hold_streams(target, args.hold, args.hold_seconds)
+                run.hold = await hold_streams(target, args.hold, args.hold_seconds, args.mock_url)
                 _progress(f"{target.name} hold: {run.hold.kb_per_stream:.0f} KB/stream")
         for run, target in zip(runs, targets, strict=False):
             if run.spec.chatkit:
@@ -992,68 +798,66 @@ def _progress(message: str) -> None:
 # -- the report -------------------------------------------------------------------------
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-def _f(value: float, digits: int = 0) -> str:
-    return "-" if math.isnan(value) else f"{value:,.{digits}f}"
-
-
 def results_table(runs: list[ServerRun]) -> str:
     head = (
-        "| server | C | ttfe p50 | p95 | p99 | ttft p50 | p95 | p99 | turns/s | events/s "
-        "| errors | peak RSS MB | CPU ms/turn |"
-    )
-    lines = [head, "|" + "---|" * 2 + "---:|" * 11]
-    for run in runs:
-        for p in run.phases:
-            lines.append(
-                f"| {p.server} | {p.concurrency} | "
-                + " | ".join(_f(pct(p.ttfe_ms, q)) for q in (50, 95, 99))
-                + " | "
-                + " | ".join(_f(pct(p.ttft_ms, q)) for q in (50, 95, 99))
-                + f" | {_f(p.turns_per_s, 1)} | {_f(p.events / p.seconds)} | {p.errors} "
-                f"| {_f(p.peak_rss_mb)} | {_f(p.cpu_ms_per_turn, 1)} |"
-            )
-    return "\n".join(lines)
+        "server", "deltas", "C", "ttfe p50", "p95", "p99", "ttft p50", "p95", "p99",
+        "turns/s", "events/s", "errors", "peak RSS MB", "CPU ms/turn", "CPU µs/delta",
+    )  # fmt: skip
+    rows = [
+        (
+            p.server,
+            p.deltas,
+            p.concurrency,
+            *(fmt(pct(p.ttfe_ms, q)) for q in (50, 95, 99)),
+            *(fmt(pct(p.ttft_ms, q)) for q in (50, 95, 99)),
+            fmt(p.turns_per_s, 1),
+            fmt(p.events / p.seconds),
+            p.errors,
+            fmt(p.peak_rss_mb),
+            fmt(p.cpu_ms_per_turn, 1),
+            fmt(p.cpu_us_per_delta),
+        )
+        for run in runs
+        for p in run.phases
+    ]
+    return table(head, rows)
+
+
+CPU_TARGET = (
+    "Target (issue 16): CPU per turn at most 0.5x the reference at 20 deltas, 0.33x at 400+."
+)
 
 
 def ratio_table(runs: list[ServerRun]) -> str:
-    by_name = {run.spec.name: {p.concurrency: p for p in run.phases} for run in runs}
-    lines = [
-        "| tripchat | vs | C | turns/s ratio | CPU/turn ratio | p99 TTFT ratio |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
+    """tripchat against the reference and the ceiling, workload by workload, in this run."""
+    by_name = {run.spec.name: {p.label: p for p in run.phases} for run in runs}
+    head = ("tripchat", "vs", "deltas", "C", "turns/s", "CPU/turn (= CPU/delta)", "p99 TTFT")
+    rows = []
     for run in runs:
         if run.spec.kind != "tripchat":
             continue
         for other in ("reference", "ceiling"):
-            for c, mine in by_name[run.spec.name].items():
-                base = by_name.get(other, {}).get(c)
-                if base is None:
-                    continue
-                lines.append(
-                    f"| {run.spec.name} | {other} | {c} | "
-                    f"{_ratio(mine.turns_per_s, base.turns_per_s)} | "
-                    f"{_ratio(mine.cpu_ms_per_turn, base.cpu_ms_per_turn)} | "
-                    f"{_ratio(pct(mine.ttft_ms, 99), pct(base.ttft_ms, 99))} |"
-                )
-    return "\n".join(lines)
-
-
-def _ratio(a: float, b: float) -> str:
-    return "-" if not b or math.isnan(a) or math.isnan(b) else f"{a / b:.2f}x"
+            for label, mine in by_name[run.spec.name].items():
+                base = by_name.get(other, {}).get(label)
+                if base is not None:
+                    rows.append(
+                        (
+                            run.spec.name,
+                            other,
+                            mine.deltas,
+                            mine.concurrency,
+                            ratio(mine.turns_per_s, base.turns_per_s),
+                            ratio(mine.cpu_ms_per_turn, base.cpu_ms_per_turn),
+                            ratio(pct(mine.ttft_ms, 99), pct(base.ttft_ms, 99)),
+                        )
+                    )
+    return table(head, rows, left=2) + "\n\n" + CPU_TARGET
 
 
 def context_table(runs: list[ServerRun]) -> str:
     lines = [
         (
-            "| server | C | turns | wall s | server CPU s (ticks) | CPU ms/turn by round "
+            "| server | deltas x C | turns | wall s | server CPU s (ticks) | CPU ms/turn by round "
             "| PostgreSQL CPU ms/turn | mock CPU ms/turn | client CPU ms/turn "
             "| connects > 0.9 s | error kinds |"
         ),
@@ -1063,10 +867,10 @@ def context_table(runs: list[ServerRun]) -> str:
         for p in run.phases:
             per = 1000 / max(p.turns, 1)
             lines.append(
-                f"| {p.server} | {p.concurrency} | {p.turns} | {p.seconds:.2f} | "
+                f"| {p.server} | {p.label} | {p.turns} | {p.seconds:.2f} | "
                 f"{p.cpu_s:.2f} ({p.cpu_ticks_s:.2f}) | "
                 f"{' / '.join(f'{x:.1f}' for x in p.rounds_cpu_ms)} | "
-                f"{_f(p.db_cpu_s * per, 1)} | {p.mock_cpu_s * per:.1f} | "
+                f"{fmt(p.db_cpu_s * per, 1)} | {p.mock_cpu_s * per:.1f} | "
                 f"{p.client_cpu_s * per:.1f} | {p.slow_connects} | "
                 f"{', '.join(f'{k}: {v}' for k, v in p.error_kinds.items()) or '-'} |"
             )
@@ -1083,54 +887,37 @@ def burst_table(runs: list[ServerRun]) -> str:
         if b is not None:
             lines.append(
                 f"| {b.server} | {b.connects} | {b.failed} | {b.retried} | "
-                f"{_f(b.p50_ms, 1)} | {_f(b.max_ms)} |"
+                f"{fmt(b.p50_ms, 1)} | {fmt(b.max_ms)} |"
             )
     return "\n".join(lines)
 
 
 def hold_table(runs: list[ServerRun]) -> str:
-    lines = [
+    head = (
+        "server", "streams", "open at sample", "ramp s", "RSS before MB", "RSS holding MB",
+        "RSS after MB", "KB/stream", "CPU ms/stream", "errors", "connects > 0.9 s",
+        f"model calls open {ABANDON_SECONDS:.0f} s after leaving", "partial replies saved",
+    )  # fmt: skip
+    rows = [
         (
-            "| server | streams | open at sample | ramp s | RSS before MB | RSS holding MB "
-            "| RSS after MB | KB/stream | CPU ms/stream | errors | connects > 0.9 s |"
-        ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            h.server,
+            h.streams,
+            h.open_at_sample,
+            f"{h.ramp_seconds:.1f}",
+            f"{h.rss_before_mb:.0f}",
+            f"{h.rss_holding_mb:.0f}",
+            f"{h.rss_after_mb:.0f}",
+            f"{h.kb_per_stream:.0f}",
+            f"{h.cpu_ms_per_stream:.1f}",
+            h.errors,
+            h.slow_connects,
+            h.calls_open_after_leaving,
+            h.partials_saved,
+        )
+        for run in runs
+        if (h := run.hold) is not None
     ]
-    for run in runs:
-        h = run.hold
-        if h is not None:
-            lines.append(
-                f"| {h.server} | {h.streams} | {h.open_at_sample} | {h.ramp_seconds:.1f} | "
-                f"{h.rss_before_mb:.0f} | {h.rss_holding_mb:.0f} | {h.rss_after_mb:.0f} | "
-                f"{h.kb_per_stream:.0f} | {h.cpu_ms_per_stream:.1f} | {h.errors} | "
-                f"{h.slow_connects} |"
-            )
-    return "\n".join(lines)
-
-
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "?",
-    )
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    versions = []
-    for name in PACKAGES:
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return (
-        f"{len(os.sched_getaffinity(0))} CPUs ({os.cpu_count()} online), {model}, "
-        f"{mem_kb / 1024 / 1024:.1f} GiB RAM, Linux {platform.release()}, "
-        f"load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-        f"Python {platform.python_version()}; " + ", ".join(versions)
-    )
+    return table(head, rows)
 
 
 def report(runs: list[ServerRun], args: argparse.Namespace, seconds: float) -> str:
@@ -1202,10 +989,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=3,
         help="interleaved rounds per C (servers take turns, order rotating)",
     )
-    parser.add_argument("--tokens", type=int, default=20)
+    parser.add_argument("--tokens", type=int, default=20, help="text deltas per reply")
+    parser.add_argument(
+        "--long",
+        type=int,
+        default=400,
+        help="text deltas per long reply (CPU per delta at a real itinerary's length); 0 skips",
+    )
+    parser.add_argument(
+        "--long-concurrency", default="10", type=lambda s: [int(x) for x in s.split(",") if x]
+    )
+    parser.add_argument("--long-min-turns", type=int, default=60)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--hold", type=int, default=1000, help="streams held open; 0 skips")
-    parser.add_argument("--hold-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--hold-seconds",
+        type=float,
+        default=120.0,
+        help="silence after a held reply's first delta (its clients leave before it ends)",
+    )
     parser.add_argument(
         "--burst",
         type=int,
@@ -1243,12 +1045,17 @@ async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
         workdir = Path(tmp)
         with openai_mock(args.tokens, args.delay, workdir) as (base_url, mock):
+            args.mock_url = base_url
             specs = server_specs(args, base_url, workdir)
             args.first_db = next((s.db_url for s in specs if s.kind == "tripchat"), None)
             runs = await bench_servers(specs, args, mock, workdir)
     print(report(runs, args, time.perf_counter() - started))
     if args.json:
-        args.json.write_text(json.dumps([asdict(run) for run in runs], indent=1, default=str))
+        rows = [
+            {**asdict(run), "rounds": {f"{d}x{c}": r for (d, c), r in run.rounds.items()}}
+            for run in runs
+        ]
+        args.json.write_text(json.dumps(rows, indent=1, default=str))
     return 1 if any(run.lost or any(p.errors for p in run.phases) for run in runs) else 0
 
 

@@ -2,8 +2,8 @@
 
 A FastAPI app with `@app.post("/chatkit")` handing the body to `ChatKitServer.process`,
 a plain in-memory `Store` (dicts, no copies, no ownership), and a `respond` that runs
-the SAME agent as tripchat (`create_trip_planner_agent(Settings.from_env())`, so the
-same model client, tools and instructions) through `Runner.run_streamed` and
+the SAME agent as tripchat (`create_trip_planner_agent`: the same tools, instructions and
+model settings, on the stock `openai` client the docs use) through `Runner.run_streamed` and
 `stream_agent_response`. Served by uvicorn with its defaults:
 
     uvicorn --app-dir bench reference_app:app --host 127.0.0.1 --port 8002
@@ -31,7 +31,7 @@ from chatkit.types import (
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from tripchat.agent import create_trip_planner_agent
+from tripchat.agent import create_trip_planner_agent, openai_client
 from tripchat.config import Settings
 
 Context = dict[str, Any]
@@ -116,7 +116,9 @@ class ReferenceServer(ChatKitServer[Context]):
 
     def __init__(self) -> None:
         super().__init__(MemoryStore())
-        self.agent = create_trip_planner_agent(Settings.from_env())
+        settings = Settings.from_env()
+        # The stock `openai` client, as the docs' app has (tripchat's default is leaner).
+        self.agent = create_trip_planner_agent(settings, openai_client(settings, lean=False))
 
     async def respond(
         self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: Context

@@ -252,7 +252,8 @@ async def test_threads_create_streams_in_order_and_persists_the_exchange(chat: C
     ]
     assert events[1]["item"]["type"] == "user_message"
     assert events[3]["item"]["type"] == "assistant_message"
-    assert deltas(events) == ["w0 ", "w1 ", "w2 "]
+    # Deltas already waiting may arrive merged (`tripchat.fastpath`); the text is exact.
+    assert "".join(deltas(events)) == "w0 w1 w2 "
     assert kinds[-2:] == ["thread.item.done", "thread.updated"]
     assert events[-2]["item"]["id"] == events[3]["item"]["id"]
     assert events[-1]["thread"]["title"] == "Plan a weekend in Porto [tokens 3]"

@@ -20,6 +20,7 @@ from agents import (
 from openai import AsyncOpenAI
 
 from .config import Settings
+from .modelclient import LeanOpenAI
 from .tools import TRIP_TOOLS
 
 INSTRUCTIONS = """\
@@ -48,9 +49,13 @@ def instructions(context: RunContextWrapper[Any], agent: Agent[Any]) -> str:
     return INSTRUCTIONS.format(today=date.today().isoformat())
 
 
-def openai_client(settings: Settings) -> AsyncOpenAI:
-    """The client for the configured endpoint; its owner closes it (`async with`)."""
-    return AsyncOpenAI(
+def openai_client(settings: Settings, *, lean: bool = True) -> AsyncOpenAI:
+    """The client for the configured endpoint; its owner closes it (`async with`).
+
+    Lean on streamed text (`modelclient`) unless told otherwise: the stock client's
+    per-delta validation was the largest single cost of a long reply.
+    """
+    return (LeanOpenAI if lean else AsyncOpenAI)(
         api_key=settings.openai_api_key or "not-needed",
         base_url=settings.openai_base_url,
         timeout=settings.model_timeout,

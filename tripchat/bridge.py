@@ -36,6 +36,7 @@ from chatkit.types import (
 from openai.types.responses import EasyInputMessageParam, ResponseInputTextParam
 
 from .context import RequestContext
+from .fastpath import coalescing
 from .tools import describe_tool_call
 
 logger = logging.getLogger("tripchat.bridge")
@@ -172,7 +173,7 @@ async def run_turn(
         agent, await converter.to_agent_input(history), context=ctx, hooks=hooks
     )
     try:
-        async for event in _real_ids(stream_agent_response(ctx, result), ctx):
+        async for event in _real_ids(stream_agent_response(ctx, coalescing(result)), ctx):
             yield event
             hooks.shown(event)
     except openai.APIError as exc:
@@ -194,7 +195,7 @@ async def _real_ids(
             event = event.model_copy(update={"item": event.item.model_copy(update={"id": current})})
         elif isinstance(event, ThreadItemUpdatedEvent) and event.item_id == FAKE_RESPONSES_ID:
             current = current or ctx.generate_id("message")
-            event = event.model_copy(update={"item_id": current})
+            event.item_id = current  # the SDK made this event for us alone: no copy needed
         elif isinstance(event, ThreadItemDoneEvent) and event.item.id == FAKE_RESPONSES_ID:
             item_id = current or ctx.generate_id("message")
             event = event.model_copy(update={"item": event.item.model_copy(update={"id": item_id})})
