@@ -150,7 +150,7 @@ async def bench(args: argparse.Namespace) -> list[Run]:
                         }
                         run = Run(backend, deltas, workers)
                         with server(env, workers, workdir) as srv:
-                            conversations = max(2, args.conversations * 20 // max(deltas, 20))
+                            conversations = max(8, args.conversations * 20 // max(deltas, 20))
                             await load(srv, mock, run, conversations, args.turns)
                         print(
                             f"  round {rnd + 1} {backend} {deltas} deltas, {workers} worker(s): "
