@@ -69,5 +69,22 @@ CREATE TABLE IF NOT EXISTS tripchat_meta (
     value TEXT NOT NULL
 );
 
+-- Replies in flight, for every process sharing the database (tripchat/store/leases.py):
+-- one per thread (thread_id UNIQUE), slots 0..limit-1 per user; expired rows are taken over.
+CREATE TABLE IF NOT EXISTS chatkit_leases (
+    user_id TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    thread_id TEXT UNIQUE,
+    holder TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (user_id, slot)
+);
+
+-- Deleted thread ids: a save racing the delete (the end-of-turn title) cannot insert them again.
+CREATE TABLE IF NOT EXISTS chatkit_deleted_threads (
+    thread_id TEXT PRIMARY KEY,
+    deleted_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+
 INSERT INTO tripchat_meta (key, value) VALUES ('schema_version', '1')
 ON CONFLICT (key) DO NOTHING;

@@ -66,7 +66,8 @@ async def empty_postgres(db_url: str) -> None:
     try:
         await conn.execute(
             "DROP TABLE IF EXISTS chatkit_feedback, chatkit_attachments, chatkit_items, "
-            "chatkit_threads, agent_messages, agent_sessions, tripchat_meta CASCADE"
+            "chatkit_threads, chatkit_leases, chatkit_deleted_threads, agent_messages, "
+            "agent_sessions, tripchat_meta CASCADE"
         )
     finally:
         await conn.close()

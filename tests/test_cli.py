@@ -173,3 +173,15 @@ def test_upstream_failure_is_one_line(mock_env: dict[str, str], openai_mock: Ope
     result = tripchat(env, "plan", "hello [error 500]", "--single-turn")
     assert_one_line_error(result, "500")
     assert len(openai_mock.requests) == 1  # no retries were asked for
+
+
+def test_serve_workers_refuse_an_in_memory_database_in_one_line(
+    base_env: dict[str, str],
+) -> None:
+    # Each worker would get a database of its own: refused before anything is bound.
+    env = {**base_env, "OPENAI_API_KEY": "test", "CHATKIT_DB_URL": "sqlite:///:memory:"}
+    result = tripchat({**env, "WEB_CONCURRENCY": "2"}, "serve", "--port", "0")
+    assert result.returncode == 2
+    assert_one_line_error(result, "WEB_CONCURRENCY", "PostgreSQL")
+    bad = tripchat(env, "serve", "--workers", "0")
+    assert bad.returncode == 2 and "--workers" in bad.stderr, bad.stderr

@@ -189,7 +189,9 @@ async def test_200_concurrent_conversations_of_3_turns(mock: OpenAIMock, tmp_pat
 
 
 async def test_sigkill_mid_reply_leaves_a_sound_database(mock: OpenAIMock, tmp_path: Path) -> None:
-    env = app_env(mock.base_url, tmp_path / "crash.db")
+    # The killed reply's lease on the thread (store.leases) expires 2 s after its last
+    # renewal, inside the 5 s the follow-up may wait for it: then it is taken over.
+    env = app_env(mock.base_url, tmp_path / "crash.db", CHATKIT_LEASE_SECONDS="2")
     text = unique("[tokens 200] [delay 0.05]")
     events: list[dict[str, Any]] = []
     decoder = SSEDecoder()

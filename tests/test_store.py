@@ -634,10 +634,12 @@ async def test_delete_thread_cascades(store: SQLStore) -> None:
     ):
         with pytest.raises(NotFoundError):
             await gone
-    # The same id, created again, starts empty: nothing of the old thread comes back.
-    await store.save_thread(thread, ALICE)
-    assert await all_items(store, thread.id) == []
-    assert await store.load_feedback(thread.id, ALICE) == {}
+    # A save of the deleted id (the SDK's end-of-turn save racing the delete) is refused:
+    # the thread, its items and its feedback stay gone.
+    with pytest.raises(NotFoundError):
+        await store.save_thread(thread, ALICE)
+    with pytest.raises(NotFoundError):
+        await store.load_thread(thread.id, ALICE)
     # The other thread is untouched.
     assert await all_items(store, kept.id) == kept_items
     assert await store.load_feedback(kept.id, ALICE) == {kept_items[0].id: "negative"}

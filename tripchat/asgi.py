@@ -161,6 +161,7 @@ def create_app(
             create_trip_planner_agent(settings, client),
             history_items=settings.history_items,
             max_streams_per_user=settings.max_streams_per_user,
+            lease_seconds=settings.lease_seconds,
             signer=Signer(
                 settings.secret_key.encode() if settings.secret_key else await store.secret_key()
             ),

@@ -26,6 +26,7 @@ from .migrate import migrate
 from .smoke import Smoke
 from .store import open_store
 from .tools import describe_tool_call
+from .workers import child_argv, supervise, watch_parent
 
 KEEP_ALIVE_SECONDS = 75.0
 
@@ -92,40 +93,62 @@ async def plan(prompt: str | None, single_turn: bool, session_id: str | None) ->
             await _turn(agent, text, session, sys.stdout)
 
 
-async def serve(host: str, port: int, certfile: str | None, keyfile: str | None) -> int:
-    """Serve the app in this process, so SIGTERM drains replies instead of killing them."""
+async def serve(
+    host: str,
+    port: int,
+    certfile: str | None,
+    keyfile: str | None,
+    *,
+    workers: int | None = None,
+    fds: Sequence[int] = (),
+    parent_fd: int | None = None,
+) -> int:
+    """Serve the app in this process, so SIGTERM drains replies instead of killing them;
+    with several workers, bind here and supervise that many serving children (`workers`).
+
+    `fds` are listening sockets a parent bound; `parent_fd` the pipe that tells it is gone.
+    """
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
     from .asgi import create_app
 
     settings = Settings.from_env()
-    app = create_app(settings, exit_on_config_error=True)
+    count = workers or settings.workers
+    if count > 1 and settings.db_url.endswith(":memory:"):
+        raise ConfigError("--workers/WEB_CONCURRENCY above 1 needs a database file or PostgreSQL")
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.certfile = certfile
     config.keyfile = keyfile
+    # Hypercorn's default of 100 makes a burst of new connections wait for SYN retries.
+    config.backlog = 2048
+    if not fds:
+        try:
+            sockets = config.create_sockets()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        # Bound before the app starts: a taken port is one line, with no database left open.
+        fds = [sock.detach() for sock in sockets.secure_sockets]
+        fds += [sock.detach() for sock in sockets.insecure_sockets]
+    if count > 1:
+        return await supervise(child_argv(host, port, certfile, keyfile), fds, count)
+    config.bind = [f"fd://{fd}" for fd in fds]
+    app = create_app(settings, exit_on_config_error=True)
     # Hypercorn's loggers as plain loggers: one format, each line once.
     config.accesslog = logging.getLogger("hypercorn.access")
     config.errorlog = logging.getLogger("hypercorn.error")
     # Hypercorn's own wait must outlast ours: the server ends its streams at the grace.
     config.graceful_timeout = settings.shutdown_grace + 5
-    # Hypercorn's default of 100 makes a burst of new connections wait for SYN retries.
-    config.backlog = 2048
     # Outlast the idle time-out of a proxy in front (60 s on common load balancers): a
     # connection the server closes just as the proxy reuses it fails the user's request.
     config.keep_alive_timeout = KEEP_ALIVE_SECONDS
-    try:
-        sockets = config.create_sockets()
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    # Bound before the app starts: a taken port is one line, with no database left open.
-    config.bind = [f"fd://{sock.detach()}" for sock in sockets.secure_sockets]
-    config.bind += [f"fd://{sock.detach()}" for sock in sockets.insecure_sockets]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if parent_fd is not None:
+        watch_parent(parent_fd, stop)
     drain: list[asyncio.Task[None]] = []
 
     async def shutdown_trigger() -> None:
@@ -139,6 +162,12 @@ async def serve(host: str, port: int, certfile: str | None, keyfile: str | None)
     if drain:
         await drain[0]
     return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--certfile", help="TLS certificate (enables HTTPS and h2 by ALPN)")
     serve_cmd.add_argument("--keyfile", help="TLS private key")
+    serve_cmd.add_argument(
+        "--workers",
+        type=_positive,
+        help="serving processes sharing the port (default: WEB_CONCURRENCY, else 1)",
+    )
+    # Internal: how a worker gets its parent's sockets and the pipe that outlives it.
+    serve_cmd.add_argument("--fd", type=int, action="append", default=[], help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--parent-fd", type=int, help=argparse.SUPPRESS)
     migrate_cmd = commands.add_parser("migrate", help="copy every conversation to another database")
     migrate_cmd.add_argument("--from", dest="source", required=True, help="source CHATKIT_DB_URL")
     migrate_cmd.add_argument("--to", dest="target", required=True, help="target CHATKIT_DB_URL")
@@ -189,7 +226,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             same = asyncio.run(migrate(args.source, args.target, batch=max(1, args.batch)))
             return 0 if same else 1
-        return asyncio.run(serve(args.host, args.port, args.certfile, args.keyfile))
+        return asyncio.run(
+            serve(
+                args.host,
+                args.port,
+                args.certfile,
+                args.keyfile,
+                workers=args.workers,
+                fds=args.fd,
+                parent_fd=args.parent_fd,
+            )
+        )
     except ConfigError as exc:
         print(f"tripchat: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -115,6 +115,8 @@ class Settings:
     shutdown_grace: float = 20.0
     db_pool_size: int = 10
     max_streams_per_user: int = 10
+    lease_seconds: float = 15.0
+    workers: int = 1
     secret_key: str | None = None
 
     @property
@@ -166,6 +168,8 @@ class Settings:
             shutdown_grace=_number(env, "CHATKIT_SHUTDOWN_GRACE", 20.0, 0.0),
             db_pool_size=_int(env, "CHATKIT_DB_POOL_SIZE", 10, 1),
             max_streams_per_user=_int(env, "CHATKIT_MAX_STREAMS_PER_USER", 10, 1),
+            lease_seconds=_number(env, "CHATKIT_LEASE_SECONDS", 15.0, 1.0),
+            workers=_int(env, "WEB_CONCURRENCY", 1, 1),
             secret_key=_secret(env, "CHATKIT_SECRET_KEY"),
         )
         tracing_default = settings.uses_openai_platform and settings.openai_api_key is not None

@@ -62,7 +62,7 @@ from .context import RequestContext
 from .protocol import RequestError, frame, parse_request
 from .signing import Signer
 from .store import SQLStore
-from .streams import Busy, Slot, Streams
+from .streams import DELETED, Busy, Slot, Streams
 
 logger = logging.getLogger("tripchat.server")
 
@@ -87,7 +87,6 @@ COALESCE_BYTES = 64 * 1024
 RESTARTING = ErrorEvent(
     code="custom", message="The server is restarting. Please retry.", allow_retry=True
 )
-DELETED = ErrorEvent(code="custom", message="This conversation was deleted.", allow_retry=False)
 FAILED = ErrorEvent(code="custom", message="Something went wrong. Please retry.", allow_retry=True)
 
 
@@ -109,6 +108,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         *,
         history_items: int = 40,
         max_streams_per_user: int = 10,
+        lease_seconds: float = 15.0,
         signer: Signer | None = None,
     ) -> None:
         # Store is invariant in its context type; ours reads only `user_id` from it.
@@ -117,7 +117,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         self.agent = agent
         self.history_items = history_items
         self.converter = TripItemConverter()
-        self.streams = Streams(max_streams_per_user)
+        self.streams = Streams(max_streams_per_user, store, lease_seconds)
         self.draining = False
         # Signs the URLs a browser fetches without our headers; a deployment of several
         # processes passes one shared key, a lone server can make its own.
@@ -269,8 +269,11 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 # once, so the SDK's cancellation handler can save the partial reply without
                 # being cancelled itself; the shield keeps us waiting for that save.
                 self.streams.stop([slot], None)
-                with anyio.CancelScope(shield=True), anyio.move_on_after(SHIELDED_SAVE_SECONDS):
-                    await asyncio.wait([producer])
+            # And for the lease's release: once a response ends, its thread and its user's
+            # place are free on every process.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SHIELDED_SAVE_SECONDS):
+                await asyncio.wait([producer])
+                await slot.ended.wait()
 
     async def _produce(
         self,
@@ -283,7 +286,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         try:
             async for event in self._process_streaming_impl(request, context):
                 if isinstance(event, ThreadCreatedEvent):
-                    slot.thread_id = event.thread.id  # from now on it can be deleted
+                    self.streams.bind(slot, event.thread.id)  # from now on it can be deleted
                 queue.put_nowait(frame(self._serialize(event)))
         except asyncio.CancelledError:
             if slot.stopped_with is not None:  # else the client left: nobody to tell
@@ -310,6 +313,8 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         producers = self.streams.stop(self.streams.live(), RESTARTING)
         if producers:
             await asyncio.wait(producers, timeout=SHIELDED_SAVE_SECONDS)
+        with anyio.move_on_after(SHIELDED_SAVE_SECONDS):
+            await self.streams.settle()  # every lease freed before the store closes
 
     async def _delete_thread(self, thread_id: str, context: RequestContext) -> bytes:
         """Stop the thread's reply (no tokens spent for nobody), then delete it.

@@ -8,11 +8,21 @@ HTTP or of the model.
 from __future__ import annotations
 
 from ..config import check_db_url
+from .leases import Lease, LeaseStore
 from .postgres import PostgresStore
 from .sql import SCHEMA_VERSION, HasUserId, SQLStore
 from .sqlite import SQLiteStore
 
-__all__ = ["SCHEMA_VERSION", "HasUserId", "PostgresStore", "SQLStore", "SQLiteStore", "open_store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "HasUserId",
+    "Lease",
+    "LeaseStore",
+    "PostgresStore",
+    "SQLStore",
+    "SQLiteStore",
+    "open_store",
+]
 
 
 async def open_store(db_url: str, *, pool_size: int = 10) -> SQLStore:

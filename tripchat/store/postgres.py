@@ -44,6 +44,8 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 class PostgresStore(SQLStore):
     """For more than one process or machine: every server shares one database."""
 
+    _now_sql = "extract(epoch FROM clock_timestamp())::float8"
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 

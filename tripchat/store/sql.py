@@ -21,6 +21,8 @@ from chatkit.store import NotFoundError, Store, StoreItemType
 from chatkit.types import Attachment, FeedbackKind, Page, ThreadItem, ThreadMetadata
 from pydantic import TypeAdapter
 
+from .leases import LeaseStore
+
 SCHEMA_VERSION = 1
 MAX_ID = 2**63 - 1
 
@@ -58,7 +60,7 @@ def load_schema(name: str = "schema.sql") -> str:
     return files("tripchat").joinpath(name).read_text(encoding="utf-8")
 
 
-class SQLStore(Store[HasUserId], ABC):
+class SQLStore(LeaseStore, Store[HasUserId], ABC):
     """The ChatKit `Store` contract, scoped to the owner of each thread.
 
     Another user's thread behaves exactly as one that does not exist: every
@@ -137,24 +139,28 @@ class SQLStore(Store[HasUserId], ABC):
         return ThreadMetadata.model_validate_json(row[0])
 
     async def save_thread(self, thread: ThreadMetadata, context: HasUserId) -> None:
-        # The SDK passes a full Thread (with items) on creation: keep only metadata.
-        data = self._json(thread.model_dump_json(exclude={"items"}))
-        await self._one(
-            f"Thread {thread.id} not found",
-            "INSERT INTO chatkit_threads (thread_id, user_id, thread_data) VALUES (?, ?, ?) "
-            "ON CONFLICT (thread_id) DO UPDATE SET thread_data = excluded.thread_data, "
-            "updated_at = CURRENT_TIMESTAMP "
-            "WHERE chatkit_threads.user_id = excluded.user_id RETURNING id",
-            thread.id,
-            context.user_id,
-            data,
-        )
+        # An update, else an insert a deleted id's tombstone refuses: the SDK's save after
+        # a reply, racing a delete (on any process), cannot bring the thread back.
+        if await self._rewrite(thread, context) is None:
+            await self._one(
+                f"Thread {thread.id} not found",
+                "INSERT INTO chatkit_threads (thread_id, user_id, thread_data) SELECT ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM chatkit_deleted_threads WHERE thread_id = ?) "
+                "ON CONFLICT (thread_id) DO NOTHING RETURNING id",
+                thread.id,
+                context.user_id,
+                self._json(thread.model_dump_json(exclude={"items"})),
+                thread.id,
+            )
 
     async def update_thread(self, thread: ThreadMetadata, context: HasUserId) -> None:
-        """Change a thread that exists: unlike `save_thread`, a rename racing a delete
-        cannot bring the thread back."""
-        await self._one(
-            f"Thread {thread.id} not found",
+        """Change a thread that exists: a rename racing a delete cannot bring it back."""
+        if await self._rewrite(thread, context) is None:
+            raise NotFoundError(f"Thread {thread.id} not found")
+
+    async def _rewrite(self, thread: ThreadMetadata, context: HasUserId) -> Row | None:
+        # The SDK passes a full Thread (with items) on creation: keep only metadata.
+        return await self._fetchone(
             "UPDATE chatkit_threads SET thread_data = ?, updated_at = CURRENT_TIMESTAMP "
             "WHERE thread_id = ? AND user_id = ? RETURNING id",
             self._json(thread.model_dump_json(exclude={"items"})),
@@ -183,6 +189,13 @@ class SQLStore(Store[HasUserId], ABC):
         return _page(rows, limit, ThreadMetadata.model_validate_json)
 
     async def delete_thread(self, thread_id: str, context: HasUserId) -> None:
+        # The tombstone first: a save that misses the row must already meet it.
+        await self._execute(
+            "INSERT INTO chatkit_deleted_threads (thread_id) SELECT thread_id FROM "
+            "chatkit_threads WHERE thread_id = ? AND user_id = ? ON CONFLICT DO NOTHING",
+            thread_id,
+            context.user_id,
+        )
         await self._one(
             f"Thread {thread_id} not found",
             "DELETE FROM chatkit_threads WHERE thread_id = ? AND user_id = ? RETURNING id",

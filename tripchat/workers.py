@@ -1,0 +1,101 @@
+"""`tripchat serve --workers N`: N serving processes on one listening socket.
+
+The parent binds the socket and starts N children (`tripchat serve --fd ...`) that inherit
+it; the kernel hands each new connection to whichever child accepts first. Each child runs
+Hypercorn's serve loop itself, so SIGTERM drains it as it drains a single `serve`; a
+platform signals the whole process group, and the parent forwards the signal for a
+platform (or a person) that signals only the parent. The parent exits 0 once every child
+has drained and exited 0.
+
+A child that exits on its own (or is killed) is not restarted: the parent reports it,
+drains the others and exits non-zero (the child's status for a configuration error, else 1), so the
+platform's supervisor restarts the whole server and the failure is seen rather than
+hidden. Its replies' leases expire and are taken over (`store.leases`). The children watch
+a pipe from the parent: if the parent dies (SIGKILL), they drain and exit too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from .config import EXIT_USAGE
+
+logger = logging.getLogger("tripchat.workers")
+
+
+async def _spawn(argv: Sequence[str], fds: Sequence[int]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(*argv, pass_fds=tuple(fds))
+
+
+async def supervise(child_argv: Sequence[str], sockets: Sequence[int], count: int) -> int:
+    """Run `count` children of `child_argv` (to which `--fd` options are added) sharing
+    the listening `sockets`; return once they all have exited."""
+    alive_read, alive_write = os.pipe()  # the children see EOF when this process is gone
+    argv = [*child_argv, "--parent-fd", str(alive_read)]
+    for fd in sockets:
+        argv += ["--fd", str(fd)]
+    children = [await _spawn(argv, [*sockets, alive_read]) for _ in range(count)]
+    for fd in (*sockets, alive_read):
+        os.close(fd)  # the children hold them; a drained child's socket must not linger here
+    logger.info("serving with %d worker processes: %s", count, [c.pid for c in children])
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    waits = {asyncio.create_task(child.wait()): child for child in children}
+    stop = asyncio.create_task(stopping.wait())
+    pending, status = set(waits), 0
+    try:
+        while pending:
+            watched = pending if stop.done() else {*pending, stop}
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for task in done & pending:
+                child = waits[task]
+                if not stopping.is_set() or child.returncode != 0:
+                    logger.error("worker %d exited with status %s", child.pid, child.returncode)
+                    status = status or (EXIT_USAGE if child.returncode == EXIT_USAGE else 1)
+                stopping.set()
+            pending -= done
+            if stop in done or (stopping.is_set() and not stop.done()):
+                await stop  # set just above, or by a signal: every child drains once
+                for task in pending:
+                    _signal(waits[task], signal.SIGTERM)
+    finally:
+        stop.cancel()
+        os.close(alive_write)
+    return status
+
+
+def _signal(child: asyncio.subprocess.Process, signum: int) -> None:
+    if child.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+
+def watch_parent(fd: int, stop: asyncio.Event) -> None:
+    """Set `stop` when the parent's end of the pipe closes: the parent died."""
+    loop = asyncio.get_running_loop()
+
+    def parent_gone() -> None:
+        loop.remove_reader(fd)
+        logger.warning("the parent process is gone: shutting down")
+        stop.set()
+
+    loop.add_reader(fd, parent_gone)
+
+
+def child_argv(host: str, port: int, certfile: str | None, keyfile: str | None) -> list[str]:
+    """The command a child runs: `tripchat serve` as one process."""
+    argv = [sys.executable, "-m", "tripchat.cli", "serve", "--host", host, "--port", str(port)]
+    argv += ["--workers", "1"]
+    if certfile:
+        argv += ["--certfile", certfile]
+    if keyfile:
+        argv += ["--keyfile", keyfile]
+    return argv
