@@ -34,7 +34,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from chat_bench import ProcessGroup, openai_mock, raise_fd_limit  # noqa: E402
+from _procs import ProcessGroup, raise_fd_limit  # noqa: E402
+from _servers import openai_mock  # noqa: E402
 from chatkit_client import add_message, create_thread, encode, parse_sse  # noqa: E402
 from conftest import empty_postgres  # noqa: E402
 from servers import ServerProcess, free_port  # noqa: E402
