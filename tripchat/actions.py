@@ -121,6 +121,9 @@ Respond = Callable[[ThreadMetadata, RequestContext], AsyncIterator[ThreadStreamE
 
 def parse_action(action: Action[str, Any], *, sync: bool) -> TripAction:
     """The action as one of our typed actions; a 400 for anything else."""
+    # The SDK's `Action` defaults a missing type to a TypeVar, not a string.
+    if not isinstance(action.type, str):
+        raise RequestError(400, "the action has no type")
     if action.type not in _KNOWN:
         raise RequestError(400, f"unknown action type {action.type[:60]!r}")
     if sync and action.type not in SYNC_TYPES:
