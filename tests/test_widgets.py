@@ -109,7 +109,7 @@ class Chat:
 
     def model_input(self) -> str:
         """What the model was sent last, as text."""
-        return json.dumps(self.mock.requests[-1].body)
+        return json.dumps(self.mock.requests[-1].body, ensure_ascii=False)
 
 
 def done(events: list[ThreadStreamEvent], kind: type[Any]) -> list[Any]:
