@@ -34,6 +34,7 @@ from test_widgets import (
 
 pytestmark = pytest.mark.anyio
 
+
 @pytest.fixture
 async def chat(db_url: str, openai_mock: OpenAIMock) -> AsyncIterator[Chat]:
     """The app on each database and the scripted model, with a client on it."""
