@@ -307,3 +307,11 @@ async def test_a_calendar_link_for_a_deleted_thread_is_gone(chat: Chat) -> None:
     thread_id = urlsplit(url).path.split("/")[2]
     await chat.client.json(request("threads.delete", thread_id=thread_id))
     assert (await chat.client.http.get(url)).status_code == 404
+
+
+async def test_a_plan_the_calendar_cannot_place_is_no_card(chat: Chat) -> None:
+    bad = call("show_itinerary", {**PLAN, "start": "2026-02-30"})
+    events = await chat.events(request("threads.create", input=user_input(f"Lisbon {bad}")))
+    assert not done(events, WidgetItem) and not effects(events)
+    [reply] = done(events, AssistantMessageItem)
+    assert reply.content[0].text.startswith("Tool results: Error: ")  # the model can fix it
