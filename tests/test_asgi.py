@@ -237,9 +237,6 @@ async def test_json_requests(client: Client, exchange: Exchange) -> None:
         ("attachments.create", {"name": "a.png", "size": 1, "mime_type": "image/png"}),
         ("attachments.delete", {"attachment_id": "atc_1"}),
         ("input.transcribe", {"audio_base64": "AAAA", "mime_type": "audio/webm"}),
-        ("threads.add_structured_input", {"thread_id": "t", "item_id": "i", "input": {}}),
-        ("threads.custom_action", {"thread_id": "t", "action": {"type": "x"}}),
-        ("threads.sync_custom_action", {"thread_id": "t", "action": {"type": "x"}}),
     ],
 )
 async def test_unsupported_request_types_are_400(

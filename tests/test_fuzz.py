@@ -26,6 +26,7 @@ import anyio
 import httpx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from chatkit.store import NotFoundError
 from chatkit.types import ClientToolCallItem
 from chatkit_client import parse_sse
 from conftest import POSTGRES_URL_VAR, empty_postgres, needs_postgres
@@ -34,6 +35,7 @@ from hypothesis import strategies as st
 from openai_mock import OpenAIMock
 from test_asgi import Client, error_message
 from test_server import request, user_input, words
+from test_widgets import SHOW_PLAN, call
 
 from tripchat.asgi import create_app
 from tripchat.config import Settings
@@ -42,12 +44,13 @@ from tripchat.protocol import REQUEST_TYPES
 
 REQUEST_SECONDS = 20.0
 """No single request may take longer (a 200 KB message over a long history included)."""
-ALLOWED = {200, 400, 404, 405, 413}
+ALLOWED = {200, 400, 404, 405, 409, 413}
 HUGE = 200_000
 DEEP = 5000
 WRONG_ONE_IN = 8
 """In near-valid requests, about one field in this many gets a value of the wrong shape."""
 TRACEBACK_MARKERS = (b"Traceback (most recent call last)", b'File "/')
+ASK = call("ask_traveller", {"questions": ["pace", "budget", "dates"]})
 FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -70,7 +73,8 @@ async def app_client(app_settings: Settings) -> AsyncIterator[Client]:
 
 @dataclass(frozen=True)
 class Real:
-    """A real id of the fuzzed app (`thread`, `user_item`, `reply_item` or `tool_thread`)."""
+    """A real id of the fuzzed app (`thread`, `user_item`, `reply_item`, `tool_thread`,
+    `widget_thread`, `widget_item`, `question_thread` or `question_item`)."""
 
     name: str
 
@@ -162,12 +166,22 @@ wrong = st.one_of(
     deep,
 )
 thread_ids = weighted(
-    (4, st.sampled_from([Real("thread"), Real("tool_thread")])),
+    (
+        4,
+        st.sampled_from(
+            [Real("thread"), Real("tool_thread"), Real("widget_thread"), Real("question_thread")]
+        ),
+    ),
     (1, st.sampled_from(["thr_missing", "", "thr_" + "0" * 32, "%", "../x", "' OR 1=1 --"])),
     (1, texts),
 )
 item_ids = weighted(
-    (4, st.sampled_from([Real("user_item"), Real("reply_item")])),
+    (
+        4,
+        st.sampled_from(
+            [Real("user_item"), Real("reply_item"), Real("widget_item"), Real("question_item")]
+        ),
+    ),
     (1, st.sampled_from(["msg_missing", "", "cto_x"])),
     (1, texts),
 )
@@ -235,9 +249,55 @@ def user_inputs(wrongness: bool) -> st.SearchStrategy[Any]:
     )
 
 
+ACTION_TYPES = [
+    "itinerary.rework_day",
+    "itinerary.more_relaxed",
+    "itinerary.toggle_booked",
+    "itinerary.add_to_calendar",
+    "preferences.submit",
+]
+
+
+def action_payloads(wrongness: bool) -> st.SearchStrategy[Any]:
+    """What the itinerary's buttons and the preferences form send, near-valid."""
+    days = st.one_of(st.integers(-2, 5), st.integers(-(2**70), 2**70))
+    return st.one_of(
+        record(
+            {"day": days},
+            {"slot": st.sampled_from(["morning", "evening", "night"])},
+            wrongness=wrongness,
+        ),
+        record(
+            {
+                "pace": st.sampled_from(["relaxed", "packed", "x"]),
+                "budget": st.sampled_from(["luxury", "x"]),
+            },
+            {"interests": texts},
+            wrongness=wrongness,
+        ),
+    )
+
+
+def answers(wrongness: bool) -> st.SearchStrategy[Any]:
+    """A structured input submission: answers by question id, values or skipped."""
+    answer = record(
+        {}, {"values": st.lists(texts, max_size=3), "skipped": st.booleans()}, wrongness=wrongness
+    )
+    question_ids = st.one_of(st.sampled_from(["pace", "budget", "dates"]), short_texts)
+    return record(
+        {"answers": st.dictionaries(question_ids, answer, max_size=3)},
+        {"status": st.sampled_from(["answered", "skipped", "x"])},
+        wrongness=wrongness,
+    )
+
+
 def params_of(kind: str, wrongness: bool) -> st.SearchStrategy[Any]:
     """The params of one request type, drawn valid-ish (or, with `wrongness`, not)."""
-    action = record({"type": short_texts}, {"payload": json_values}, wrongness=wrongness)
+    action = record(
+        {"type": weighted((1, short_texts), (3, st.sampled_from(ACTION_TYPES)))},
+        {"payload": weighted((1, json_values), (3, action_payloads(wrongness)))},
+        wrongness=wrongness,
+    )
     required: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "threads.create": {"input": user_inputs(wrongness)},
         "threads.add_user_message": {"thread_id": thread_ids, "input": user_inputs(wrongness)},
@@ -245,7 +305,7 @@ def params_of(kind: str, wrongness: bool) -> st.SearchStrategy[Any]:
         "threads.add_structured_input": {
             "thread_id": thread_ids,
             "item_id": item_ids,
-            "input": objects,
+            "input": weighted((1, objects), (3, answers(wrongness))),
         },
         "threads.retry_after_item": {"thread_id": thread_ids, "item_id": item_ids},
         "threads.custom_action": {"thread_id": thread_ids, "action": action},
@@ -348,6 +408,28 @@ class Fuzzer:
             self.ids.update(await self._exchange())
         if self.ids.get("tool_thread") is None or not await self._has_pending_call():
             self.ids["tool_thread"] = await self._tool_thread()
+        if not await self._has("widget", "widget"):
+            self.ids.update(await self._shown("widget", SHOW_PLAN))
+        if not await self._has("question", "structured_input", "pending"):
+            self.ids.update(await self._shown("question", ASK))
+
+    async def _has(self, name: str, kind: str, status: str | None = None) -> bool:
+        """The `name` thread still holds its item of this kind (with this status)."""
+        try:
+            item = await self.client.store.load_item(
+                self.ids[f"{name}_thread"], self.ids[f"{name}_item"], RequestContext("fuzz")
+            )
+        except (KeyError, NotFoundError):
+            return False
+        return item.type == kind and getattr(item, "status", None) == status
+
+    async def _shown(self, name: str, directive: str) -> dict[str, str]:
+        """A new thread whose reply shows a widget or asks a question: its id and the item's."""
+        events = await self.client.stream(
+            request("threads.create", input=user_input(f"go {directive}")), user="fuzz"
+        )
+        shown = [e["item"] for e in events if e["type"] == "thread.item.done"][1]
+        return {f"{name}_thread": shown["thread_id"], f"{name}_item": shown["id"]}
 
     async def _exchange(self) -> dict[str, str]:
         """A new thread with one question and its answer."""

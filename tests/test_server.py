@@ -973,9 +973,6 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
     "attachments.create": {"name": "a.png", "size": 10, "mime_type": "image/png"},
     "attachments.delete": {"attachment_id": "atc_1"},
     "input.transcribe": {"audio_base64": "AAAA", "mime_type": "audio/webm"},
-    "threads.add_structured_input": {"thread_id": "thr_1", "item_id": "i_1", "input": {}},
-    "threads.custom_action": {"thread_id": "thr_1", "action": {"type": "x"}},
-    "threads.sync_custom_action": {"thread_id": "thr_1", "action": {"type": "x"}},
 }
 
 

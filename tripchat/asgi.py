@@ -1,4 +1,5 @@
-"""The HTTP surface: a minimal Starlette app, `POST /chatkit` and `GET /healthz`.
+"""The HTTP surface: a minimal Starlette app, `POST /chatkit`, `GET /healthz` and the
+signed calendar downloads (`GET /calendar/...`).
 
 `hypercorn tripchat.asgi:app` serves it as is. The request bytes go straight to
 `TripPlannerServer.process`; a streaming result becomes SSE, anything else JSON.
@@ -207,6 +208,26 @@ def create_app(
             return StreamingResponse(result, media_type="text/event-stream", headers=SSE_HEADERS)
         return Response(result.json, media_type="application/json")
 
+    async def calendar(request: Request) -> Response:
+        # No user header or token here: the browser follows a link; its signature is the proof.
+        server: TripPlannerServer = request.app.state.server
+        query = request.query_params
+        try:
+            filename, body = await server.actions.calendar_file(
+                request.path_params["thread_id"],
+                request.path_params["item_id"],
+                query.get("user", ""),
+                query.get("expires", ""),
+                query.get("signature", ""),
+            )
+        except RequestError as exc:
+            return error(exc.status, exc.message)
+        except NotFoundError as exc:
+            return error(404, str(exc) or "not found")
+        disposition = f'attachment; filename="{filename}"'
+        headers = {"Content-Disposition": disposition, "Cache-Control": "private, no-store"}
+        return Response(body, media_type="text/calendar", headers=headers)
+
     async def healthz(request: Request) -> Response:
         try:
             with anyio.fail_after(5):
@@ -240,6 +261,7 @@ def create_app(
         routes=[
             Route("/chatkit", chatkit, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/calendar/{thread_id}/{item_id}.ics", calendar, methods=["GET"]),
         ],
         middleware=middleware,
         lifespan=lifespan,

@@ -30,13 +30,17 @@ from chatkit.types import (
     ThreadItemDoneEvent,
     ThreadItemUpdatedEvent,
     ThreadStreamEvent,
+    URLSource,
     UserMessageTagContent,
+    WidgetItem,
     WorkflowItem,
 )
 from openai.types.responses import EasyInputMessageParam, ResponseInputTextParam
+from openai.types.responses.response_input_item_param import Message
 
 from .context import RequestContext
 from .fastpath import coalescing
+from .sources import source_annotations, source_for
 from .tools import describe_tool_call
 
 logger = logging.getLogger("tripchat.bridge")
@@ -55,9 +59,25 @@ class TripItemConverter(ThreadItemConverter):
         )
 
     async def hidden_context_to_input(self, item: HiddenContextItem) -> Any:
-        if isinstance(item.content, dict) and item.content.get("type") == TOOL_IO:
-            return item.content["items"]
+        if isinstance(item.content, dict):
+            # Tool calls replay as such; other data (a widget's plan) is the server's own.
+            return item.content["items"] if item.content.get("type") == TOOL_IO else None
         return await super().hidden_context_to_input(item)
+
+    async def widget_to_input(self, item: WidgetItem) -> Any:
+        # The widget's text (what its copy button copies), not its component tree.
+        if item.copy_text is None:
+            return await super().widget_to_input(item)
+        return Message(
+            type="message",
+            role="user",
+            content=[
+                ResponseInputTextParam(
+                    type="input_text",
+                    text=f"Shown to the traveller as a card (id: {item.id}):\n{item.copy_text}",
+                )
+            ],
+        )
 
     async def workflow_to_input(self, item: WorkflowItem) -> None:
         # The tool calls themselves are replayed from their hidden items.
@@ -70,13 +90,17 @@ class TripItemConverter(ThreadItemConverter):
 class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
     """Show each tool step as a workflow task and keep the call and result for later turns.
 
-    One instance per run: it remembers which task shows which tool call.
+    One instance per run: it remembers which task shows which tool call, and the sources
+    the data tools supplied. Tools in `own_items` (a widget, a question) are their own
+    record: no task, no kept call.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, own_items: frozenset[str] = frozenset()) -> None:
         self._tasks: dict[str, int] = {}
         self._created: str | None = None
         self._shown = asyncio.Event()
+        self._own_items = own_items
+        self.sources: list[URLSource] = []
 
     def shown(self, event: ThreadStreamEvent) -> None:
         """Called once `event` has been sent on: the workflow we created is now on the wire."""
@@ -89,7 +113,7 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
         agent: Agent[Any],
         tool: Tool,
     ) -> None:
-        if not isinstance(context, ToolContext):
+        if not isinstance(context, ToolContext) or context.tool_name in self._own_items:
             return
         ctx = context.context
         title = describe_tool_call(context.tool_name, context.tool_arguments)
@@ -112,8 +136,10 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
         tool: Tool,
         result: object,
     ) -> None:
-        if not isinstance(context, ToolContext):
+        if not isinstance(context, ToolContext) or context.tool_name in self._own_items:
             return
+        if source := source_for(context.tool_name, context.tool_arguments, str(result)):
+            self.sources.append(source)
         ctx = context.context
         index = self._tasks.pop(context.tool_call_id, None)
         if ctx.workflow_item is not None and index is not None:
@@ -162,19 +188,20 @@ async def run_turn(
     history: list[ThreadItem],
     ctx: AgentContext[RequestContext],
     converter: ThreadItemConverter,
+    own_items: frozenset[str] = frozenset(),
 ) -> AsyncIterator[ThreadStreamEvent]:
     """One agent turn over `history` (oldest first), as the thread events it produces.
 
     The model run is cancelled if the caller stops early (the client left), so no tokens
-    stream to nobody.
+    stream to nobody. An answer that used the data tools names them as its sources.
     """
-    hooks = ToolStepHooks()
+    hooks = ToolStepHooks(own_items)
     result = Runner.run_streamed(
         agent, await converter.to_agent_input(history), context=ctx, hooks=hooks
     )
     try:
         async for event in _real_ids(stream_agent_response(ctx, coalescing(result)), ctx):
-            yield event
+            yield _with_sources(event, hooks.sources)
             hooks.shown(event)
     except openai.APIError as exc:
         logger.warning("model request failed for thread %s: %r", ctx.thread.id, exc)
@@ -182,6 +209,23 @@ async def run_turn(
     finally:
         if not result.is_complete:
             result.cancel()
+
+
+def _with_sources(event: ThreadStreamEvent, sources: list[URLSource]) -> ThreadStreamEvent:
+    """A finished answer with the turn's sources on its last part, so the client lists them."""
+    if not (
+        sources
+        and isinstance(event, ThreadItemDoneEvent)
+        and isinstance(event.item, AssistantMessageItem)
+        and event.item.content
+    ):
+        return event
+    last = event.item.content[-1]
+    sourced = last.model_copy(
+        update={"annotations": [*last.annotations, *source_annotations(sources)]}
+    )
+    content = [*event.item.content[:-1], sourced]
+    return event.model_copy(update={"item": event.item.model_copy(update={"content": content})})
 
 
 async def _real_ids(

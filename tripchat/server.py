@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import anyio
 from agents import Agent
+from chatkit.actions import Action
 from chatkit.agents import AgentContext
 from chatkit.server import DEFAULT_PAGE_SIZE, ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import NotFoundError, Store
@@ -35,6 +36,7 @@ from chatkit.types import (
     NonStreamingReq,
     SDKHiddenContextItem,
     StreamingReq,
+    SyncCustomActionResponse,
     Thread,
     ThreadCreatedEvent,
     ThreadMetadata,
@@ -54,26 +56,22 @@ from chatkit.types import (
     UserMessageItem,
     UserMessageTagContent,
     UserMessageTextContent,
+    WidgetItem,
     is_streaming_req,
 )
 
+from .actions import TripActions
 from .bridge import TripItemConverter, run_turn
 from .context import RequestContext
 from .protocol import RequestError, frame, parse_request
 from .signing import Signer
 from .store import SQLStore
 from .streams import DELETED, Busy, Slot, Streams
+from .ui_tools import UI_TOOL_NAMES, with_chatkit_tools
 
 logger = logging.getLogger("tripchat.server")
 
-UNSUPPORTED = (
-    AttachmentsCreateReq,
-    AttachmentsDeleteReq,
-    InputTranscribeReq,
-    ThreadsAddStructuredInputReq,
-    ThreadsCustomActionReq,
-    ThreadsSyncCustomActionReq,
-)
+UNSUPPORTED = (AttachmentsCreateReq, AttachmentsDeleteReq, InputTranscribeReq)
 MAX_PAGE = 100
 MAX_MESSAGE_CHARS = 32_000
 """About 8,000 tokens: a pasted itinerary fits; a message that fills the model's context
@@ -114,7 +112,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         # Store is invariant in its context type; ours reads only `user_id` from it.
         super().__init__(cast(Store[RequestContext], store))
         self.sql_store = store
-        self.agent = agent
+        self.agent = with_chatkit_tools(agent)
         self.history_items = history_items
         self.converter = TripItemConverter()
         self.streams = Streams(max_streams_per_user, store, lease_seconds)
@@ -122,6 +120,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         # Signs the URLs a browser fetches without our headers; a deployment of several
         # processes passes one shared key, a lone server can make its own.
         self.signer = signer or Signer(secrets.token_bytes(32))
+        self.actions = TripActions(store, self.signer, lambda t, c: self.respond(t, None, c))
 
     # -- entry point ----------------------------------------------------------
 
@@ -195,6 +194,11 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                     raise RequestError(400, f"item {item.id} is not a user message")
             case ThreadsAddClientToolOutputReq():
                 await self._pending_tool_call(request.params.thread_id, context)
+            case ThreadsCustomActionReq() | ThreadsSyncCustomActionReq():
+                sync = isinstance(request, ThreadsSyncCustomActionReq)
+                await self.actions.check_action(request.params, context, sync=sync)
+            case ThreadsAddStructuredInputReq():
+                await self.actions.check_answers(request.params, context)
             case ItemsFeedbackReq():
                 # A lookup per id: bounded, so one request cannot cost thousands of queries.
                 item_ids = list(dict.fromkeys(request.params.item_ids))
@@ -377,11 +381,29 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         )
         agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
         async for event in run_turn(
-            self.agent, list(reversed(page.data)), agent_context, self.converter
+            self.agent, list(reversed(page.data)), agent_context, self.converter, UI_TOOL_NAMES
         ):
             yield event
         if thread.title is None and input_user_message is not None:
             thread.title = short_title(_text_of(input_user_message))
+
+    def action(
+        self,
+        thread: ThreadMetadata,
+        action: Action[str, Any],
+        sender: WidgetItem | None,
+        context: RequestContext,
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        return self.actions.stream(thread, action, sender, context)
+
+    async def sync_action(
+        self,
+        thread: ThreadMetadata,
+        action: Action[str, Any],
+        sender: WidgetItem | None,
+        context: RequestContext,
+    ) -> SyncCustomActionResponse:
+        return await self.actions.sync(thread, action, sender, context)
 
     async def add_feedback(
         self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: RequestContext
