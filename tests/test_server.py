@@ -969,9 +969,6 @@ async def test_threads_are_private_to_their_user(chat: Chat) -> None:
 
 
 UNSUPPORTED: dict[str, dict[str, Any]] = {
-    "attachments.create": {"name": "a.png", "size": 10, "mime_type": "image/png"},
-    "attachments.delete": {"attachment_id": "atc_1"},
-    "input.transcribe": {"audio_base64": "AAAA", "mime_type": "audio/webm"},
     "threads.add_structured_input": {"thread_id": "thr_1", "item_id": "i_1", "input": {}},
     "threads.custom_action": {"thread_id": "thr_1", "action": {"type": "x"}},
     "threads.sync_custom_action": {"thread_id": "thr_1", "action": {"type": "x"}},
@@ -1010,12 +1007,12 @@ BAD_REQUESTS: dict[str, tuple[type[Exception], Callable[[str], bytes]]] = {
         RequestError,
         lambda t: request("threads.add_client_tool_output", thread_id=t, result={}),
     ),
-    "attachments on create": (
-        RequestError,
+    "unknown attachment on create": (
+        NotFoundError,
         lambda t: request("threads.create", input=user_input("x", ["atc_1"])),
     ),
-    "attachments on message": (
-        RequestError,
+    "unknown attachment on message": (
+        NotFoundError,
         lambda t: request(
             "threads.add_user_message", thread_id=t, input=user_input("x", ["atc_1"])
         ),

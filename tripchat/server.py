@@ -14,6 +14,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
+from functools import partial
 from typing import Any, cast
 
 import anyio
@@ -22,8 +23,7 @@ from chatkit.agents import AgentContext
 from chatkit.server import DEFAULT_PAGE_SIZE, ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import NotFoundError, Store
 from chatkit.types import (
-    AttachmentsCreateReq,
-    AttachmentsDeleteReq,
+    AudioInput,
     ChatKitReq,
     ClientToolCallItem,
     ErrorEvent,
@@ -50,6 +50,7 @@ from chatkit.types import (
     ThreadsSyncCustomActionReq,
     ThreadStreamEvent,
     ThreadsUpdateReq,
+    TranscriptionResult,
     UserMessageInput,
     UserMessageItem,
     UserMessageTagContent,
@@ -57,8 +58,10 @@ from chatkit.types import (
     is_streaming_req,
 )
 
+from .attachments import Attachments
 from .bridge import TripItemConverter, run_turn
 from .context import RequestContext
+from .dictation import Dictation, decode_audio
 from .protocol import RequestError, frame, parse_request
 from .signing import Signer
 from .store import SQLStore
@@ -67,9 +70,6 @@ from .streams import Busy, Slot, Streams
 logger = logging.getLogger("tripchat.server")
 
 UNSUPPORTED = (
-    AttachmentsCreateReq,
-    AttachmentsDeleteReq,
-    InputTranscribeReq,
     ThreadsAddStructuredInputReq,
     ThreadsCustomActionReq,
     ThreadsSyncCustomActionReq,
@@ -110,18 +110,21 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         history_items: int = 40,
         max_streams_per_user: int = 10,
         signer: Signer | None = None,
+        attachments: Attachments | None = None,
+        dictation: Dictation | None = None,
     ) -> None:
-        # Store is invariant in its context type; ours reads only `user_id` from it.
-        super().__init__(cast(Store[RequestContext], store))
-        self.sql_store = store
-        self.agent = agent
-        self.history_items = history_items
-        self.converter = TripItemConverter()
-        self.streams = Streams(max_streams_per_user)
-        self.draining = False
         # Signs the URLs a browser fetches without our headers; a deployment of several
         # processes passes one shared key, a lone server can make its own.
         self.signer = signer or Signer(secrets.token_bytes(32))
+        self.attachments = attachments or Attachments(store, self.signer)
+        # Store is invariant in its context type; ours reads only `user_id` from it.
+        super().__init__(cast(Store[RequestContext], store), self.attachments)
+        self.sql_store = store
+        self.agent = agent
+        self.history_items = history_items
+        self.streams = Streams(max_streams_per_user)
+        self.draining = False
+        self.dictation = dictation
 
     # -- entry point ----------------------------------------------------------
 
@@ -180,9 +183,11 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         match request:
             case ThreadsCreateReq():
                 _check_input(request.params.input)
+                await self.attachments.check_message(request.params.input.attachments, context)
             case ThreadsAddUserMessageReq():
                 _check_input(request.params.input)
                 await self.store.load_thread(request.params.thread_id, context)
+                await self.attachments.check_message(request.params.input.attachments, context)
             case ThreadsListReq():
                 request.params.limit = _check_limit(request.params.limit)
             case ItemsListReq():
@@ -224,13 +229,13 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                     params.order,
                     context,
                 )
-                return self._serialize(page)
+                return self._serialize(self.attachments.fresh(page, context))
             case ThreadsGetByIdReq(params=params):
                 thread = await self.store.load_thread(params.thread_id, context)
                 page = await self.sql_store.load_visible_items(
                     thread.id, None, DEFAULT_PAGE_SIZE, "asc", context
                 )
-                full = Thread(**thread.model_dump(), items=page)
+                full = Thread(**thread.model_dump(), items=self.attachments.fresh(page, context))
                 return self._serialize(self._to_thread_response(full))
             case ThreadsUpdateReq(params=params):
                 thread = await self.store.load_thread(params.thread_id, context)
@@ -241,6 +246,10 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 # The owner's check first: another user's replies are left alone.
                 await self.store.load_thread(params.thread_id, context)
                 return await self._delete_thread(params.thread_id, context)
+            case InputTranscribeReq(params=params):
+                # The SDK's own base64 decode would turn bad input into a 500.
+                audio = decode_audio(params.audio_base64, params.mime_type)
+                return self._serialize(await self.transcribe(audio, context))
         return await super()._process_non_streaming(request, context)
 
     # -- streaming: a producer task per stream, so shutdown can stop it cleanly --
@@ -284,7 +293,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             async for event in self._process_streaming_impl(request, context):
                 if isinstance(event, ThreadCreatedEvent):
                     slot.thread_id = event.thread.id  # from now on it can be deleted
-                queue.put_nowait(frame(self._serialize(event)))
+                queue.put_nowait(frame(self._serialize(self.attachments.fresh(event, context))))
         except asyncio.CancelledError:
             if slot.stopped_with is not None:  # else the client left: nobody to tell
                 queue.put_nowait(self._eventframe(slot.stopped_with))
@@ -371,12 +380,19 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             thread.id, None, self.history_items, "desc", context
         )
         agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
-        async for event in run_turn(
-            self.agent, list(reversed(page.data)), agent_context, self.converter
-        ):
+        converter = TripItemConverter(partial(self.attachments.to_model, context=context))
+        history = list(reversed(page.data))
+        async for event in run_turn(self.agent, history, agent_context, converter):
             yield event
         if thread.title is None and input_user_message is not None:
             thread.title = short_title(_text_of(input_user_message))
+
+    async def transcribe(
+        self, audio_input: AudioInput, context: RequestContext
+    ) -> TranscriptionResult:
+        if self.dictation is None:
+            raise RequestError(400, "input.transcribe is not supported by this server")
+        return await self.dictation.transcribe(audio_input)
 
     async def add_feedback(
         self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: RequestContext
@@ -389,9 +405,7 @@ def _text_of(item: UserMessageItem) -> str:
 
 
 def _check_input(user_input: UserMessageInput) -> None:
-    if user_input.attachments:
-        raise RequestError(400, "attachments are not supported by this server")
-    if not any(
+    if not user_input.attachments and not any(
         isinstance(part, UserMessageTagContent) or part.text.strip() for part in user_input.content
     ):
         raise RequestError(400, "the message is empty")
