@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +31,10 @@ from test_server import request, user_input
 
 from tripchat.attachments import Attachments
 from tripchat.config import Settings
+from tripchat.context import RequestContext
+from tripchat.migrate import migrate
 from tripchat.signing import Signer
+from tripchat.store import blobs, open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -567,3 +571,20 @@ async def test_dictation_failures_are_clear_json(
     client: Client, body: bytes, status: int, why: str
 ) -> None:
     assert why in error_message(await client.post(body), status)
+
+
+# -- tripchat migrate --------------------------------------------------------------------------
+
+
+async def test_migrate_carries_the_bytes_over(client: Client, db_url: str, tmp_path: Path) -> None:
+    photo = png(600, 400)
+    image = await attach(client, "tram.png", photo, "image/png")
+    events = await send(client, "moving [tokens 1]", [image["id"]])
+    target_url = f"sqlite:///{tmp_path}/target.db"
+    assert await migrate(db_url, target_url, say=lambda line: None)
+    async with await open_store(target_url) as target:
+        alice = RequestContext("alice")
+        assert await blobs.read(target, image["id"], alice) == photo
+        assert (await target.load_attachment(image["id"], alice)).thread_id == events[0]["thread"][
+            "id"
+        ]
