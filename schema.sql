@@ -43,6 +43,30 @@ CREATE TABLE IF NOT EXISTS chatkit_attachments (
 
 CREATE INDEX IF NOT EXISTS idx_chatkit_attachments_thread ON chatkit_attachments (thread_id);
 
+-- Attachment bytes (issue 14): a file row per attachment (its upload state, size and
+-- creation time, for the retention sweep) and its bytes in chunks written as the upload
+-- streams in, so no process holds a whole file (`id` orders them for `tripchat migrate`). Both go with their attachment, which
+-- goes with its thread (ON DELETE CASCADE).
+CREATE TABLE IF NOT EXISTS chatkit_attachment_files (
+    attachment_id TEXT PRIMARY KEY
+        REFERENCES chatkit_attachments (attachment_id) ON DELETE CASCADE,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'uploading', 'complete')),
+    size INTEGER NOT NULL DEFAULT 0,
+    created INTEGER NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS idx_chatkit_attachment_files_created
+    ON chatkit_attachment_files (created);
+
+CREATE TABLE IF NOT EXISTS chatkit_attachment_chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    attachment_id TEXT NOT NULL
+        REFERENCES chatkit_attachment_files (attachment_id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    UNIQUE (attachment_id, seq)
+);
+
 CREATE TABLE IF NOT EXISTS chatkit_feedback (
     thread_id TEXT NOT NULL,
     item_id TEXT NOT NULL,

@@ -65,9 +65,10 @@ async def empty_postgres(db_url: str) -> None:
     conn = await asyncpg.connect(db_url)
     try:
         await conn.execute(
-            "DROP TABLE IF EXISTS chatkit_feedback, chatkit_attachments, chatkit_items, "
-            "chatkit_threads, chatkit_leases, chatkit_deleted_threads, agent_messages, "
-            "agent_sessions, tripchat_meta CASCADE"
+            "DROP TABLE IF EXISTS chatkit_attachment_chunks, chatkit_attachment_files, "
+            "chatkit_feedback, chatkit_attachments, chatkit_items, chatkit_threads, "
+            "chatkit_leases, chatkit_deleted_threads, agent_messages, agent_sessions, "
+            "tripchat_meta CASCADE"
         )
     finally:
         await conn.close()

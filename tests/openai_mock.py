@@ -17,6 +17,15 @@ The model is steered by bracketed directives in the last user message:
 * ``[tokens N]`` / ``[delay S]`` - N text deltas ``"w0 "``, ``"w1 "``, ... with
   S seconds between them.
 
+Attachments: ``input_image`` / ``input_file`` parts (Responses) and ``image_url`` /
+``file`` parts (Chat Completions) are accepted and summarised in
+``RecordedRequest.media`` (type, media type, decoded size and SHA-256, file name, and an
+image's dimensions).
+
+Dictation: ``POST /v1/audio/transcriptions`` (multipart, as the ``openai`` client sends
+it) answers ``{"text": ...}`` with the audio bytes read as UTF-8 text, so a test
+"says" what it wants transcribed; ``[error N]`` in that text fails with status N.
+
 Run ``python tests/openai_mock.py --port 0`` to serve it as a process; it prints
 ``OPENAI_BASE_URL=...`` once listening and stops cleanly on SIGTERM or SIGINT.
 """
@@ -25,6 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
+import io
 import json
 import math
 import re
@@ -42,6 +54,7 @@ import anyio
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from PIL import Image
 
 HOST = "127.0.0.1"
 MAX_SECONDS = 300.0
@@ -76,6 +89,8 @@ class RecordedRequest:
     disconnected: bool = False
     """The client went away before the reply was complete."""
     done: bool = False
+    media: list[dict[str, Any]] = field(default_factory=list)
+    """Images and files the request carried (see ``media_parts``)."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +239,85 @@ def chat_turn(body: dict[str, Any]) -> Turn:
         lambda item: item.get("role") == "user",
         lambda item: _text(item.get("content")) if item.get("role") == "tool" else None,
     )
+
+
+def _data_url(url: object) -> tuple[str, bytes] | None:
+    """(media type, bytes) of a base64 data URL; None for anything else."""
+    if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
+        return None
+    head, data = url[5:].split(";base64,", 1)
+    try:
+        return head, base64.b64decode(data, validate=True)
+    except ValueError:
+        return None
+
+
+def _media_part(part: dict[str, Any]) -> dict[str, Any] | None:
+    kind = part.get("type")
+    if kind == "input_image":
+        url, name = part.get("image_url"), None
+    elif kind == "image_url":
+        url, name = (part.get("image_url") or {}).get("url"), None
+    elif kind == "input_file":
+        url, name = part.get("file_data"), part.get("filename")
+    elif kind == "file":
+        url, name = (
+            (part.get("file") or {}).get("file_data"),
+            (part.get("file") or {}).get("filename"),
+        )
+    else:
+        return None
+    decoded = _data_url(url)
+    if decoded is None:
+        return {"type": kind, "mime": None, "bytes": None, "filename": name, "sha256": None}
+    mime, data = decoded
+    summary = {
+        "type": kind,
+        "mime": mime,
+        "bytes": len(data),
+        "filename": name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    if mime.startswith("image/"):
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                summary["dimensions"] = list(image.size)
+        except OSError:
+            summary["dimensions"] = None
+    return summary
+
+
+def media_parts(body: object) -> list[dict[str, Any]]:
+    """The image and file parts of every message in a Responses or Chat request."""
+    if not isinstance(body, dict):
+        return []
+    items = body.get("input") if "input" in body else body.get("messages")
+    found: list[dict[str, Any]] = []
+    for item in items if isinstance(items, list) else ():
+        content = item.get("content") if isinstance(item, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and (summary := _media_part(part)) is not None:
+                found.append(summary)
+    return found
+
+
+def multipart_fields(content_type: str, raw: bytes) -> dict[str, tuple[dict[str, str], bytes]]:
+    """A small multipart/form-data reader: field name -> (part headers, value)."""
+    boundary = content_type.partition("boundary=")[2].strip('"').encode()
+    fields: dict[str, tuple[dict[str, str], bytes]] = {}
+    if not boundary:
+        return fields
+    for chunk in raw.split(b"--" + boundary)[1:]:
+        head, _, value = chunk.partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            key, sep, rest = line.partition(":")
+            if sep:
+                headers[key.strip().lower()] = rest.strip()
+        name = re.search(r'name="([^"]*)"', headers.get("content-disposition", ""))
+        if name:
+            fields[name.group(1)] = (headers, value.removesuffix(b"\r\n"))
+    return fields
 
 
 def _new_id(prefix: str) -> str:
@@ -789,12 +883,19 @@ class OpenAIMock:
         if path.startswith("/_mock/"):
             await self._control(method, path, _Writer(send, RecordedRequest(path, None)))
             return
+        if (method, path) == ("POST", "/v1/audio/transcriptions"):
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            await self._transcribe(headers.get("content-type", ""), raw, send)
+            return
         try:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = None
         record = RecordedRequest(
-            path=path, body=body, stream=isinstance(body, dict) and body.get("stream") is True
+            path=path,
+            body=body,
+            stream=isinstance(body, dict) and body.get("stream") is True,
+            media=media_parts(body),
         )
         with self._lock:
             self.requests.append(record)
@@ -805,6 +906,30 @@ class OpenAIMock:
                 group.start_soon(self._cut_at_shutdown, group.cancel_scope)
                 await self._reply(method, path, body, writer)
                 group.cancel_scope.cancel()
+        finally:
+            record.done = True
+
+    async def _transcribe(self, content_type: str, raw: bytes, send: ASGISendCallable) -> None:
+        """The audio bytes, read as text, are the transcript; ``[error N]`` fails."""
+        fields = multipart_fields(content_type, raw)
+        headers, audio = fields.get("file", ({}, b""))
+        model = fields.get("model", ({}, b""))[1].decode()
+        record = RecordedRequest(
+            path="/v1/audio/transcriptions",
+            body={"model": model, "content_type": headers.get("content-type"), "bytes": len(audio)},
+        )
+        with self._lock:
+            self.requests.append(record)
+        writer = _Writer(send, record)
+        text = audio.decode("utf-8", errors="replace")
+        status = parse_directives(text).error
+        try:
+            if not model or "file" not in fields:
+                await writer.error(400, "model and file are required")
+            elif status is not None:
+                await writer.error(status, f"Scripted error {status} from the OpenAI mock.")
+            else:
+                await writer.json(200, {"text": text})
         finally:
             record.done = True
 

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of `POST /chatkit` bodies against the app in-process.
+"""Property-based fuzzing of `POST /chatkit` bodies (and of uploads) against the app in-process.
 
 Hypothesis throws random bytes, random JSON and near-valid ChatKit requests (wrong types,
 huge and deeply nested values, unknown ids, bad limits and orders, NUL and lone surrogates,
@@ -12,6 +12,7 @@ live in one event loop run by a blocking portal, and each example is one `portal
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -44,7 +46,7 @@ from tripchat.protocol import REQUEST_TYPES
 
 REQUEST_SECONDS = 20.0
 """No single request may take longer (a 200 KB message over a long history included)."""
-ALLOWED = {200, 400, 404, 405, 409, 413}
+ALLOWED = {200, 400, 403, 404, 405, 409, 413, 415}
 HUGE = 200_000
 DEEP = 5000
 WRONG_ONE_IN = 8
@@ -74,7 +76,8 @@ async def app_client(app_settings: Settings) -> AsyncIterator[Client]:
 @dataclass(frozen=True)
 class Real:
     """A real id of the fuzzed app (`thread`, `user_item`, `reply_item`, `tool_thread`,
-    `widget_thread`, `widget_item`, `question_thread` or `question_item`)."""
+    `widget_thread`, `widget_item`, `question_thread`, `question_item` or `attachment`, an
+    uploaded file not yet sent)."""
 
     name: str
 
@@ -185,6 +188,18 @@ item_ids = weighted(
     (1, st.sampled_from(["msg_missing", "", "cto_x"])),
     (1, texts),
 )
+attachment_ids = weighted(
+    (4, st.just(Real("attachment"))),
+    (1, st.sampled_from(["atc_missing", "", "atc_" + "0" * 32, "../x"])),
+    (1, texts),
+)
+ATTACHMENT_TYPES = ["image/png", "application/pdf", "text/plain", "text/calendar", "", "x/y"]
+AUDIO_TYPES = ["audio/webm;codecs=opus", "audio/ogg", "audio/wav", "video/mp4", ""]
+audio = st.one_of(
+    texts,
+    st.binary(max_size=64).map(lambda data: base64.b64encode(data).decode()),
+    st.just(base64.b64encode(b"Lisbon in May").decode()),
+)
 limits = st.one_of(
     st.none(),
     st.integers(-5, 200),
@@ -235,13 +250,13 @@ def user_inputs(wrongness: bool) -> st.SearchStrategy[Any]:
         {"model": short_texts, "tool_choice": record({"id": short_texts}, wrongness=wrongness)},
         wrongness=wrongness,
     )
-    attachments = st.one_of(st.just([]), st.lists(short_texts, max_size=2))
+    attachments = st.lists(attachment_ids, max_size=2) if wrongness else st.just([])
     return record(
         {
             "content": st.lists(
                 weighted((3, text_part), (1, tag_part)), min_size=0 if wrongness else 1, max_size=3
             ),
-            "attachments": attachments if wrongness else st.just([]),
+            "attachments": st.one_of(st.just([]), attachments, st.just([Real("attachment")])),
             "inference_options": options,
         },
         {"quoted_text": texts},
@@ -318,11 +333,18 @@ def params_of(kind: str, wrongness: bool) -> st.SearchStrategy[Any]:
             "item_ids": st.lists(item_ids, max_size=3),
             "kind": kinds,
         },
-        "attachments.create": {"name": texts, "size": limits, "mime_type": short_texts},
-        "attachments.delete": {"attachment_id": texts},
+        "attachments.create": {
+            "name": texts,
+            "size": limits,
+            "mime_type": st.one_of(st.sampled_from(ATTACHMENT_TYPES), short_texts),
+        },
+        "attachments.delete": {"attachment_id": attachment_ids},
         "threads.update": {"thread_id": thread_ids, "title": texts},
         "threads.delete": {"thread_id": thread_ids},
-        "input.transcribe": {"audio_base64": texts, "mime_type": short_texts},
+        "input.transcribe": {
+            "audio_base64": audio,
+            "mime_type": st.one_of(st.sampled_from(AUDIO_TYPES), short_texts),
+        },
     }
     optional: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "threads.custom_action": {"item_id": item_ids},
@@ -412,6 +434,7 @@ class Fuzzer:
             self.ids.update(await self._shown("widget", SHOW_PLAN))
         if not await self._has("question", "structured_input", "pending"):
             self.ids.update(await self._shown("question", ASK))
+        self.ids["attachment"], self.ids["upload_url"] = await self._attachments()
 
     async def _has(self, name: str, kind: str, status: str | None = None) -> bool:
         """The `name` thread still holds its item of this kind (with this status)."""
@@ -430,6 +453,34 @@ class Fuzzer:
         )
         shown = [e["item"] for e in events if e["type"] == "thread.item.done"][1]
         return {f"{name}_thread": shown["thread_id"], f"{name}_item": shown["id"]}
+
+    async def _attachments(self) -> tuple[str, str]:
+        """An uploaded file not yet sent, and the signed upload URL of one awaiting its bytes."""
+        uploaded = await self.client.http.post(
+            "/chatkit/files",
+            files={"file": ("a.txt", b"Lisbon", "text/plain")},
+            headers={"X-User-Id": "fuzz"},
+        )
+        params = {"name": "b.txt", "size": 6, "mime_type": "text/plain"}
+        created = await self.client.json(request("attachments.create", **params), user="fuzz")
+        url = urlsplit(created["upload_descriptor"]["url"])
+        return uploaded.json()["id"], f"{url.path}?{url.query}"
+
+    def upload(self, target: str, content_type: str, body: bytes) -> None:
+        """POST a drawn form to an upload endpoint and check the answer like `send`'s."""
+        target = target.replace("{upload_url}", self.ids["upload_url"])
+        headers = {"content-type": content_type, "X-User-Id": "fuzz"}
+        response = self.portal.call(self._upload, target, body, headers)
+        logged = self.errors.take()
+        check(response, body)
+        assert not logged, f"the app logged an error for {body[:300]!r}:\n{logged[0]}"
+        self.outcomes[f"{target.split('?')[0][-7:]} {response.status_code}"] += 1
+        if response.status_code == 200:
+            self.portal.call(self.refresh)
+
+    async def _upload(self, target: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        with anyio.fail_after(REQUEST_SECONDS):
+            return await self.client.http.post(target, content=body, headers=headers)
 
     async def _exchange(self) -> dict[str, str]:
         """A new thread with one question and its answer."""
@@ -588,3 +639,75 @@ test_random_bytes = fuzz(st.binary(max_size=2000), 600)
 test_random_json = fuzz(json_values, 1000)
 test_near_valid_requests = fuzz(chatkit_requests(wrongness=True), 4000, some_succeed=True)
 test_valid_requests_with_real_ids = fuzz(chatkit_requests(wrongness=False), 1400, some_succeed=True)
+
+
+# -- uploads -----------------------------------------------------------------------------
+
+BOUNDARY = "fuzzb0undary"
+header_texts = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+file_bytes = st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from([b"\x89PNG\r\n\x1a\n" + b"0" * 20, b"%PDF-1.4\n", b"BEGIN:VCALENDAR\r\n"]),
+    short_texts.map(lambda text: text.encode("utf-8", "surrogatepass")),
+)
+
+
+def part(name: str, filename: str, content_type: str, data: bytes) -> bytes:
+    head = f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+    return f"--{BOUNDARY}\r\n{head}Content-Type: {content_type}\r\n\r\n".encode() + data
+
+
+forms = st.builds(
+    lambda parts, closed: (
+        b"\r\n".join(parts) + (f"\r\n--{BOUNDARY}--\r\n".encode() if closed else b"")
+    ),
+    st.lists(
+        st.builds(
+            part,
+            st.one_of(st.just("file"), header_texts),
+            header_texts,
+            st.one_of(st.sampled_from(ATTACHMENT_TYPES), header_texts),
+            file_bytes,
+        ),
+        max_size=3,
+    ),
+    st.booleans(),
+)
+uploads = st.tuples(
+    st.sampled_from(
+        [
+            "/chatkit/files",
+            "{upload_url}",
+            "{upload_url}0",
+            "/chatkit/attachments/atc_missing/upload?expires=9999999999&signature=00",
+        ]
+    ),
+    st.one_of(
+        st.just(f"multipart/form-data; boundary={BOUNDARY}"),
+        st.sampled_from(["multipart/form-data", "application/json", "", "text/plain"]),
+        header_texts,
+    ),
+    st.one_of(forms, st.binary(max_size=500)),
+)
+
+
+@settings(FUZZ, max_examples=600)
+@given(drawn=uploads)
+def _upload_example(fuzzer: Fuzzer, drawn: tuple[str, str, bytes]) -> None:
+    fuzzer.upload(*drawn)
+
+
+def test_random_uploads(fuzzer: Fuzzer) -> None:
+    """Forms of every shape to both upload routes: a 200 or a 4xx JSON error, nothing left
+    half-written, and the app still serving."""
+    fuzzer.outcomes.clear()
+    _upload_example(fuzzer)
+    print(*sorted(fuzzer.outcomes.items()), sep="\n")
+    assert any(kind.endswith(" 200") for kind in fuzzer.outcomes), fuzzer.outcomes
+    half_written = fuzzer.portal.call(
+        fuzzer.client.store._fetchone,
+        "SELECT COUNT(*) FROM chatkit_attachment_chunks c JOIN chatkit_attachment_files f "
+        "ON f.attachment_id = c.attachment_id WHERE f.state <> 'complete'",
+    )
+    assert half_written is not None and half_written[0] == 0
+    fuzzer.assert_still_serving()

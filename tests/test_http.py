@@ -502,6 +502,7 @@ class H2Client:
         pause: float = 0.0,
         method: str = "POST",
         path: str = "/chatkit",
+        content_type: str = "application/json",
     ) -> H2Response:
         """Send body (to POST /chatkit) in `chunks` DATA frames `pause` seconds apart."""
         stream_id = self.conn.get_next_available_stream_id()
@@ -511,7 +512,7 @@ class H2Client:
             (":scheme", "http"),
             (":authority", self.authority),
             (":path", path),
-            ("content-type", "application/json"),
+            ("content-type", content_type),
             *headers.items(),
         ]
         if content_length:

@@ -1,5 +1,7 @@
-"""The HTTP surface: a minimal Starlette app, `POST /chatkit`, `GET /healthz` and the
-signed calendar downloads (`GET /calendar/...`).
+"""The HTTP surface: a minimal Starlette app, `POST /chatkit` and `GET /healthz`, plus the
+routes a browser reaches without our headers: attachment uploads (two-phase at a signed
+URL, direct at `POST /chatkit/files`), signed image previews and signed calendar
+downloads (`GET /calendar/...`).
 
 `hypercorn tripchat.asgi:app` serves it as is. The request bytes go straight to
 `TripPlannerServer.process`; a streaming result becomes SSE, anything else JSON.
@@ -30,14 +32,17 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .agent import configure_tracing, create_trip_planner_agent, openai_client
+from .attachments import Attachments, Upload
 from .bridge import ignore_sdk_leftovers
 from .config import EXIT_USAGE, ConfigError, Settings
 from .context import RequestContext
+from .dictation import Dictation
 from .protocol import RequestError
 from .server import TripPlannerServer
 from .signing import Signer
 from .store import open_store
 from .tools import preload
+from .uploads import Start, attachment_json, receive_file
 
 logger = logging.getLogger("tripchat.asgi")
 
@@ -47,6 +52,7 @@ DISCARD_BYTES = 64 * 1024 * 1024
 DISCARD_SECONDS = 5.0
 MAX_USER_ID = 256
 RETRY_AFTER_SECONDS = 5
+PREVIEW_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}
 
 
 def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -157,26 +163,40 @@ def create_app(
         client = openai_client(settings)
         warm = asyncio.create_task(warm_up())
         app.state.store = store
+        signer = Signer(
+            settings.secret_key.encode() if settings.secret_key else await store.secret_key()
+        )
+        attachments = Attachments(
+            store,
+            signer,
+            max_bytes=settings.max_upload_bytes,
+            retention_hours=settings.attachment_retention_hours,
+            chat_completions=settings.use_chat_completions,
+        )
         app.state.server = TripPlannerServer(
             store,
             create_trip_planner_agent(settings, client),
             history_items=settings.history_items,
             max_streams_per_user=settings.max_streams_per_user,
             lease_seconds=settings.lease_seconds,
-            signer=Signer(
-                settings.secret_key.encode() if settings.secret_key else await store.secret_key()
-            ),
+            signer=signer,
+            attachments=attachments,
+            dictation=Dictation(client, settings.transcribe_model),
         )
+        sweeper = asyncio.create_task(attachments.sweep_forever())
         try:
             yield
         finally:
+            sweeper.cancel()
+            await asyncio.wait([sweeper])
             try:
                 await warm
             finally:
                 await client.close()
                 await store.close()
 
-    async def chatkit(request: Request) -> Response:
+    async def caller(request: Request) -> str | Response:
+        """The user a request with our headers acts for, or its refusal (body drained)."""
         if not authorized(request, settings.api_token):
             await discard_body(request)
             return error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
@@ -187,6 +207,12 @@ def create_app(
                 400,
                 f"{settings.user_header} must be given once, 1-{MAX_USER_ID} printable characters",
             )
+        return user_id
+
+    async def chatkit(request: Request) -> Response:
+        user_id = await caller(request)
+        if isinstance(user_id, Response):
+            return user_id
         try:
             body = await read_body(request, settings.max_body_bytes)
         except ClientDisconnect:
@@ -228,6 +254,68 @@ def create_app(
         headers = {"Content-Disposition": disposition, "Cache-Control": "private, no-store"}
         return Response(body, media_type="text/calendar", headers=headers)
 
+    async def receive(request: Request, start: Start) -> Response:
+        """Stream a multipart upload into the attachment `start` opens; refusals as JSON."""
+        try:
+            attachment = await receive_file(request, start, settings.max_upload_bytes)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it
+        except (RequestError, NotFoundError) as exc:
+            await discard_body(request)
+            if isinstance(exc, RequestError):
+                return error(exc.status, exc.message)
+            return error(404, str(exc) or "not found")
+        return Response(attachment_json(attachment), media_type="application/json")
+
+    async def upload(request: Request) -> Response:
+        """Two-phase upload: the signed URL from attachments.create, without our headers."""
+        attachments: Attachments = request.app.state.server.attachments
+        attachment_id = request.path_params["attachment_id"]
+        try:
+            owner = await attachments.signed_owner(
+                "upload",
+                attachment_id,
+                request.query_params.get("expires", ""),
+                request.query_params.get("signature", ""),
+            )
+        except RequestError as exc:
+            await discard_body(request)
+            return error(exc.status, exc.message)
+        context = RequestContext(owner, str(request.base_url))
+
+        async def start(name: str, declared: str) -> Upload:
+            return await attachments.receive(attachment_id, context)
+
+        return await receive(request, start)
+
+    async def files(request: Request) -> Response:
+        """Direct upload: the client's own request (our headers), the Attachment back."""
+        user_id = await caller(request)
+        if isinstance(user_id, Response):
+            return user_id
+        attachments: Attachments = request.app.state.server.attachments
+        context = RequestContext(user_id, str(request.base_url))
+
+        async def start(name: str, declared: str) -> Upload:
+            return await attachments.receive_direct(name, declared, context)
+
+        return await receive(request, start)
+
+    async def preview(request: Request) -> Response:
+        """An image's bytes for `<img src>`: the signature is the only credential."""
+        attachments: Attachments = request.app.state.server.attachments
+        try:
+            mime, chunks = await attachments.preview(
+                request.path_params["attachment_id"],
+                request.query_params.get("expires", ""),
+                request.query_params.get("signature", ""),
+            )
+        except RequestError as exc:
+            return error(exc.status, exc.message)
+        except NotFoundError as exc:
+            return error(404, str(exc) or "not found")
+        return StreamingResponse(chunks, media_type=mime, headers=PREVIEW_HEADERS)
+
     async def healthz(request: Request) -> Response:
         try:
             with anyio.fail_after(5):
@@ -262,6 +350,9 @@ def create_app(
             Route("/chatkit", chatkit, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/calendar/{thread_id}/{item_id}.ics", calendar, methods=["GET"]),
+            Route("/chatkit/files", files, methods=["POST"]),
+            Route("/chatkit/attachments/{attachment_id}/upload", upload, methods=["POST"]),
+            Route("/chatkit/attachments/{attachment_id}/preview", preview, methods=["GET"]),
         ],
         middleware=middleware,
         lifespan=lifespan,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_respo
 from chatkit.errors import CustomStreamError
 from chatkit.types import (
     AssistantMessageItem,
+    Attachment,
     CustomTask,
     HiddenContextItem,
     ThreadItem,
@@ -35,7 +36,11 @@ from chatkit.types import (
     WidgetItem,
     WorkflowItem,
 )
-from openai.types.responses import EasyInputMessageParam, ResponseInputTextParam
+from openai.types.responses import (
+    EasyInputMessageParam,
+    ResponseInputContentParam,
+    ResponseInputTextParam,
+)
 from openai.types.responses.response_input_item_param import Message
 
 from .context import RequestContext
@@ -49,8 +54,27 @@ TOOL_IO = "tripchat.tool_io"
 ANNOUNCE_SECONDS = 5.0
 
 
+AttachmentContent = Callable[[Attachment], Awaitable[ResponseInputContentParam]]
+
+
 class TripItemConverter(ThreadItemConverter):
-    """Thread items to model input that works with both the Responses and Chat APIs."""
+    """Thread items to model input that works with both the Responses and Chat APIs.
+
+    Made per turn with the user's `attachments` reader, which loads an attachment's bytes
+    (scoped to that user) and shapes them for the configured API.
+    """
+
+    def __init__(self, attachments: AttachmentContent | None = None) -> None:
+        self.attachments = attachments
+
+    async def attachment_to_message_content(
+        self, attachment: Attachment
+    ) -> ResponseInputContentParam:
+        if self.attachments is None:
+            return ResponseInputTextParam(
+                type="input_text", text=f"[The user attached {attachment.name!r}.]"
+            )
+        return await self.attachments(attachment)
 
     async def assistant_message_to_input(self, item: AssistantMessageItem) -> EasyInputMessageParam:
         # Plain text content: Chat Completions rejects the SDK's `output_text` parts.

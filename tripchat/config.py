@@ -118,6 +118,9 @@ class Settings:
     lease_seconds: float = 15.0
     workers: int = 1
     secret_key: str | None = None
+    max_upload_bytes: int = 20 * 1024 * 1024
+    attachment_retention_hours: float = 24.0
+    transcribe_model: str = "gpt-4o-mini-transcribe"
 
     @property
     def uses_openai_platform(self) -> bool:
@@ -171,6 +174,12 @@ class Settings:
             lease_seconds=_number(env, "CHATKIT_LEASE_SECONDS", 15.0, 1.0),
             workers=_int(env, "WEB_CONCURRENCY", 1, 1),
             secret_key=_secret(env, "CHATKIT_SECRET_KEY"),
+            max_upload_bytes=_int(env, "CHATKIT_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, 1024),
+            attachment_retention_hours=_number(
+                env, "CHATKIT_ATTACHMENT_RETENTION_HOURS", 24.0, 0.01
+            ),
+            transcribe_model=env.get("CHATKIT_TRANSCRIBE_MODEL", "").strip()
+            or "gpt-4o-mini-transcribe",
         )
         tracing_default = settings.uses_openai_platform and settings.openai_api_key is not None
         return replace(settings, tracing=_bool(env, "CHATKIT_TRACING", tracing_default))

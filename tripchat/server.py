@@ -14,6 +14,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
+from functools import partial
 from typing import Any, cast
 
 import anyio
@@ -23,8 +24,7 @@ from chatkit.agents import AgentContext
 from chatkit.server import DEFAULT_PAGE_SIZE, ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import NotFoundError, Store
 from chatkit.types import (
-    AttachmentsCreateReq,
-    AttachmentsDeleteReq,
+    AudioInput,
     ChatKitReq,
     ClientToolCallItem,
     ErrorEvent,
@@ -52,18 +52,29 @@ from chatkit.types import (
     ThreadsSyncCustomActionReq,
     ThreadStreamEvent,
     ThreadsUpdateReq,
-    UserMessageInput,
+    TranscriptionResult,
     UserMessageItem,
-    UserMessageTagContent,
-    UserMessageTextContent,
     WidgetItem,
     is_streaming_req,
 )
 
 from .actions import TripActions
+from .attachments import Attachments
 from .bridge import TripItemConverter, run_turn
 from .context import RequestContext
-from .protocol import RequestError, frame, parse_request
+from .dictation import Dictation, decode_audio
+from .protocol import (
+    MAX_PAGE,
+    MAX_TITLE,
+    RequestError,
+    check_input,
+    check_limit,
+    frame,
+    parse_request,
+    short_title,
+    text_of,
+    thread_id_of,
+)
 from .signing import Signer
 from .store import SQLStore
 from .streams import DELETED, Busy, Slot, Streams
@@ -71,12 +82,6 @@ from .ui_tools import UI_TOOL_NAMES, with_chatkit_tools
 
 logger = logging.getLogger("tripchat.server")
 
-UNSUPPORTED = (AttachmentsCreateReq, AttachmentsDeleteReq, InputTranscribeReq)
-MAX_PAGE = 100
-MAX_MESSAGE_CHARS = 32_000
-"""About 8,000 tokens: a pasted itinerary fits; a message that fills the model's context
-(and every later page and turn of the thread) does not."""
-MAX_TITLE = 200
 PENDING_LOOKBACK = 20
 SHIELDED_SAVE_SECONDS = 10.0
 COALESCE_BYTES = 64 * 1024
@@ -86,14 +91,6 @@ RESTARTING = ErrorEvent(
     code="custom", message="The server is restarting. Please retry.", allow_retry=True
 )
 FAILED = ErrorEvent(code="custom", message="Something went wrong. Please retry.", allow_retry=True)
-
-
-def short_title(text: str, limit: int = 48) -> str:
-    """A thread title from the user's first message, cut at a word boundary."""
-    words = " ".join(text.split())
-    if len(words) <= limit:
-        return words or "New trip"
-    return words[:limit].rsplit(" ", 1)[0].rstrip(",.;:-") + "…"
 
 
 class TripPlannerServer(ChatKitServer[RequestContext]):
@@ -108,18 +105,21 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         max_streams_per_user: int = 10,
         lease_seconds: float = 15.0,
         signer: Signer | None = None,
+        attachments: Attachments | None = None,
+        dictation: Dictation | None = None,
     ) -> None:
-        # Store is invariant in its context type; ours reads only `user_id` from it.
-        super().__init__(cast(Store[RequestContext], store))
-        self.sql_store = store
-        self.agent = with_chatkit_tools(agent)
-        self.history_items = history_items
-        self.converter = TripItemConverter()
-        self.streams = Streams(max_streams_per_user, store, lease_seconds)
-        self.draining = False
         # Signs the URLs a browser fetches without our headers; a deployment of several
         # processes passes one shared key, a lone server can make its own.
         self.signer = signer or Signer(secrets.token_bytes(32))
+        self.attachments = attachments or Attachments(store, self.signer)
+        # Store is invariant in its context type; ours reads only `user_id` from it.
+        super().__init__(cast(Store[RequestContext], store), self.attachments)
+        self.sql_store = store
+        self.agent = with_chatkit_tools(agent)
+        self.history_items = history_items
+        self.streams = Streams(max_streams_per_user, store, lease_seconds)
+        self.draining = False
+        self.dictation = dictation
         self.actions = TripActions(store, self.signer, lambda t, c: self.respond(t, None, c))
 
     # -- entry point ----------------------------------------------------------
@@ -147,7 +147,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         """
         if self.draining:
             raise _restarting()
-        thread_id = _thread_id(request)
+        thread_id = thread_id_of(request)
         try:
             slot = await self.streams.reserve(context.user_id, thread_id)
         except Busy as exc:
@@ -174,18 +174,18 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         Non-streaming requests need no lookup here: their store calls raise `NotFoundError`
         before anything is sent.
         """
-        if isinstance(request, UNSUPPORTED):
-            raise RequestError(400, f"{request.type} is not supported by this server")
         match request:
             case ThreadsCreateReq():
-                _check_input(request.params.input)
+                check_input(request.params.input)
+                await self.attachments.check_message(request.params.input.attachments, context)
             case ThreadsAddUserMessageReq():
-                _check_input(request.params.input)
+                check_input(request.params.input)
                 await self.store.load_thread(request.params.thread_id, context)
+                await self.attachments.check_message(request.params.input.attachments, context)
             case ThreadsListReq():
-                request.params.limit = _check_limit(request.params.limit)
+                request.params.limit = check_limit(request.params.limit)
             case ItemsListReq():
-                request.params.limit = _check_limit(request.params.limit)
+                request.params.limit = check_limit(request.params.limit)
             case ThreadsRetryAfterItemReq():
                 item = await self.store.load_item(
                     request.params.thread_id, request.params.item_id, context
@@ -228,13 +228,13 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                     params.order,
                     context,
                 )
-                return self._serialize(page)
+                return self._serialize(self.attachments.fresh(page, context))
             case ThreadsGetByIdReq(params=params):
                 thread = await self.store.load_thread(params.thread_id, context)
                 page = await self.sql_store.load_visible_items(
                     thread.id, None, DEFAULT_PAGE_SIZE, "asc", context
                 )
-                full = Thread(**thread.model_dump(), items=page)
+                full = Thread(**thread.model_dump(), items=self.attachments.fresh(page, context))
                 return self._serialize(self._to_thread_response(full))
             case ThreadsUpdateReq(params=params):
                 thread = await self.store.load_thread(params.thread_id, context)
@@ -245,6 +245,10 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
                 # The owner's check first: another user's replies are left alone.
                 await self.store.load_thread(params.thread_id, context)
                 return await self._delete_thread(params.thread_id, context)
+            case InputTranscribeReq(params=params):
+                # The SDK's own base64 decode would turn bad input into a 500.
+                audio = decode_audio(params.audio_base64, params.mime_type)
+                return self._serialize(await self.transcribe(audio, context))
         return await super()._process_non_streaming(request, context)
 
     # -- streaming: a producer task per stream, so shutdown can stop it cleanly --
@@ -291,7 +295,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             async for event in self._process_streaming_impl(request, context):
                 if isinstance(event, ThreadCreatedEvent):
                     self.streams.bind(slot, event.thread.id)  # from now on it can be deleted
-                queue.put_nowait(frame(self._serialize(event)))
+                queue.put_nowait(frame(self._serialize(self.attachments.fresh(event, context))))
         except asyncio.CancelledError:
             if slot.stopped_with is not None:  # else the client left: nobody to tell
                 queue.put_nowait(self._eventframe(slot.stopped_with))
@@ -380,12 +384,12 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             thread.id, None, self.history_items, "desc", context
         )
         agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
-        async for event in run_turn(
-            self.agent, list(reversed(page.data)), agent_context, self.converter, UI_TOOL_NAMES
-        ):
+        converter = TripItemConverter(partial(self.attachments.to_model, context=context))
+        history = list(reversed(page.data))
+        async for event in run_turn(self.agent, history, agent_context, converter, UI_TOOL_NAMES):
             yield event
         if thread.title is None and input_user_message is not None:
-            thread.title = short_title(_text_of(input_user_message))
+            thread.title = short_title(text_of(input_user_message))
 
     def action(
         self,
@@ -405,41 +409,18 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
     ) -> SyncCustomActionResponse:
         return await self.actions.sync(thread, action, sender, context)
 
+    async def transcribe(
+        self, audio_input: AudioInput, context: RequestContext
+    ) -> TranscriptionResult:
+        if self.dictation is None:
+            raise RequestError(400, "input.transcribe is not supported by this server")
+        return await self.dictation.transcribe(audio_input)
+
     async def add_feedback(
         self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: RequestContext
     ) -> None:
         await self.sql_store.save_feedback(thread_id, item_ids, feedback, context)
 
 
-def _text_of(item: UserMessageItem) -> str:
-    return " ".join(part.text for part in item.content if isinstance(part, UserMessageTextContent))
-
-
-def _check_input(user_input: UserMessageInput) -> None:
-    if user_input.attachments:
-        raise RequestError(400, "attachments are not supported by this server")
-    if not any(
-        isinstance(part, UserMessageTagContent) or part.text.strip() for part in user_input.content
-    ):
-        raise RequestError(400, "the message is empty")
-    if sum(len(part.text) for part in user_input.content) > MAX_MESSAGE_CHARS:
-        raise RequestError(400, f"the message is longer than {MAX_MESSAGE_CHARS} characters")
-
-
-def _check_limit(limit: int | None) -> int | None:
-    if limit is None:
-        return None
-    if limit < 1:
-        raise RequestError(400, f"limit must be at least 1, got {limit}")
-    return min(limit, MAX_PAGE)
-
-
 def _restarting() -> RequestError:
     return RequestError(503, "the server is restarting; retry in a few seconds")
-
-
-def _thread_id(request: StreamingReq) -> str | None:
-    """The existing thread a streaming request continues; None for threads.create."""
-    params = getattr(request, "params", None)
-    thread_id = getattr(params, "thread_id", None)
-    return thread_id if isinstance(thread_id, str) else None

@@ -49,6 +49,24 @@ _COPY: dict[str, _CopySpec] = {
         "",
         3,
     ),
+    "chatkit_attachment_files": _CopySpec(
+        "SELECT attachment_id, attachment_id, state, size, created FROM chatkit_attachment_files "
+        "WHERE attachment_id > ? ORDER BY attachment_id LIMIT ?",
+        "INSERT INTO chatkit_attachment_files (attachment_id, state, size, created) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (attachment_id) "
+        "DO UPDATE SET state = excluded.state, size = excluded.size",
+        "",
+        None,
+    ),
+    # Chunks are up to 256 KB: a batch of them is a fiftieth of the rows of other tables.
+    "chatkit_attachment_chunks": _CopySpec(
+        "SELECT id, attachment_id, seq, data FROM chatkit_attachment_chunks "
+        "WHERE id > ? ORDER BY id LIMIT (? / 50 + 1)",
+        "INSERT INTO chatkit_attachment_chunks (attachment_id, seq, data) VALUES (?, ?, ?) "
+        "ON CONFLICT (attachment_id, seq) DO UPDATE SET data = excluded.data",
+        0,
+        None,
+    ),
     "chatkit_feedback": _CopySpec(
         "SELECT i.id, f.thread_id, f.item_id, f.kind FROM chatkit_feedback f "
         "JOIN chatkit_items i ON i.thread_id = f.thread_id AND i.item_id = f.item_id "
@@ -97,6 +115,8 @@ async def count_rows(store: SQLStore) -> dict[str, int]:
         "SELECT 'chatkit_threads', COUNT(*) FROM chatkit_threads "
         "UNION ALL SELECT 'chatkit_items', COUNT(*) FROM chatkit_items "
         "UNION ALL SELECT 'chatkit_attachments', COUNT(*) FROM chatkit_attachments "
+        "UNION ALL SELECT 'chatkit_attachment_files', COUNT(*) FROM chatkit_attachment_files "
+        "UNION ALL SELECT 'chatkit_attachment_chunks', COUNT(*) FROM chatkit_attachment_chunks "
         "UNION ALL SELECT 'chatkit_feedback', COUNT(*) FROM chatkit_feedback "
         "UNION ALL SELECT 'agent_sessions', COUNT(*) FROM agent_sessions "
         "UNION ALL SELECT 'agent_messages', COUNT(*) FROM agent_messages"
