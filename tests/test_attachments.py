@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 import pytest
 from chatkit.types import Attachment, ThreadStreamEvent
@@ -382,6 +383,19 @@ async def test_a_file_that_is_not_its_type_is_refused(client: Client, case: str)
     assert await chunk_rows(client) == 0
     row = await client.store._fetchone("SELECT COUNT(*) FROM chatkit_attachments")
     assert row is not None and row[0] == 0
+
+
+async def test_a_refusal_after_the_whole_body_is_answered_at_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file found wrong only at its end (here: empty) has no body left to drain: the 400
+    must not wait for the drain's time limit (the client, its body sent, waits for us)."""
+    monkeypatch.setattr("tripchat.asgi.DISCARD_SECONDS", 3600.0)
+    with anyio.fail_after(60):
+        response = await post_file(
+            client, "/chatkit/files", "empty.txt", b"", "text/plain", **{"X-User-Id": "alice"}
+        )
+    assert "empty" in error_message(response, 400)
 
 
 async def test_good_files_of_every_allowed_type_are_taken(client: Client) -> None:

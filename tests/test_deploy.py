@@ -50,8 +50,10 @@ from tripchat.config import Settings
 REPO = Path(__file__).parents[1]
 GRACE = 3.0
 """CHATKIT_SHUTDOWN_GRACE for the restart tests."""
-EXIT_MARGIN = 3.0
-"""SIGTERM to exit may take at most the grace plus this (cancelling, saving, closing)."""
+EXIT_MARGIN = 8.0
+"""SIGTERM to exit may take at most the grace plus this (cancelling, saving, closing): a
+bound a loaded 2-core machine meets (up to 6.7 s past the grace seen), still well inside
+the platform's SIGKILL at the default grace."""
 PLATFORM_GRACE = 30.0
 """What Heroku-style platforms wait after SIGTERM before they SIGKILL."""
 SHORT = "[tokens 30] [delay 0.05]"  # about 1.5 s: finishes within the grace

@@ -91,6 +91,8 @@ async def discard_body(request: Request) -> None:
     already answered, killing the user's other streams (as nginx's lingering close
     avoids). Reading the rest first keeps the refusal to this one request.
     """
+    if getattr(request.state, "body_read", False):
+        return  # waiting for more would only wait for the client to leave
     drained = 0
     with anyio.move_on_after(DISCARD_SECONDS):
         while drained <= DISCARD_BYTES:

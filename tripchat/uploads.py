@@ -122,6 +122,7 @@ async def receive_file(request: Request, start: Start, max_bytes: int) -> Attach
                     await upload.feed(value)  # type: ignore[arg-type]
                 elif event == "end":
                     in_file = False
+        request.state.body_read = True  # a refusal from here on has nothing left to drain
         parser.finalize()
         if upload is None:
             raise RequestError(400, "the form has no field named `file`")
