@@ -192,7 +192,10 @@ class Attachments(AttachmentStore[RequestContext]):
                 update = {"attachments": [self.fresh(a, context) for a in attached]}
                 return value.model_copy(update=update)
             case ThreadItemDoneEvent() | ThreadItemAddedEvent():
+                # Most items carry no image: no copy of the event on the streaming path.
                 item = self.fresh(value.item, context)
+                if item is value.item:
+                    return value
                 return value.model_copy(update={"item": item})  # type: ignore[return-value]
             case Page():
                 data = [self.fresh(item, context) for item in value.data]
