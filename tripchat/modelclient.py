@@ -1,60 +1,53 @@
-"""The `openai` client with a lean parse of the model's streamed deltas.
+"""The `openai` client, lean where a model call spends its CPU and the SDK's work is moot.
 
-A long reply is hundreds of small SSE events. The stock client builds each one with
-`construct_type` against the union of every stream event type (about 50 µs an event,
-a quarter of the server's CPU per reply). `LeanOpenAI` keeps the client's own stream loop
-(errors, `[DONE]`, closing the response, retries) and, for the hot event types only, builds
-the very class the Agents SDK expects by validating against that one class (about 3 µs).
+A long reply is hundreds of small SSE events, and a short one is dominated by per-request
+work. `LeanOpenAI` keeps the client's own request and stream loops (errors, `[DONE]`,
+closing the response, retries) and changes two steps, each falling back to the SDK's own:
 
-Anything else (the response's start and end, unknown types, data that does not validate)
-takes the SDK's path untouched. Both model APIs are covered: Responses delta events, and
-Chat Completions chunks.
+* parsing a streamed event: by its `type`, not against the union of every event type
+  (`leanevents`), handing the Agents SDK the very types it expects;
+* building the request body: plain-JSON parameters skip the client's transform, which
+  could not change them (`leanparams`).
+
+Both model APIs are covered: Responses, and Chat Completions.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import httpx2
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionChunk
-from openai.types.responses import (
-    ResponseFunctionCallArgumentsDeltaEvent,
-    ResponseReasoningSummaryTextDeltaEvent,
-    ResponseReasoningTextDeltaEvent,
-    ResponseRefusalDeltaEvent,
-    ResponseTextDeltaEvent,
-)
-from pydantic import BaseModel, ValidationError
+from openai._models import FinalRequestOptions
+from openai.resources.chat import AsyncChat
+from openai.resources.responses import AsyncResponses
 
-HOT_EVENTS: dict[str, type[BaseModel]] = {
-    "response.output_text.delta": ResponseTextDeltaEvent,
-    "response.function_call_arguments.delta": ResponseFunctionCallArgumentsDeltaEvent,
-    "response.refusal.delta": ResponseRefusalDeltaEvent,
-    "response.reasoning_text.delta": ResponseReasoningTextDeltaEvent,
-    "response.reasoning_summary_text.delta": ResponseReasoningSummaryTextDeltaEvent,
-}
-"""The Responses events sent once per token, by their `type`."""
-
-
-def lean_event(data: object, cast_to: type[Any]) -> BaseModel | None:
-    """`data` as the class the SDK would build for it, if it is a hot event; else None."""
-    if type(data) is not dict:
-        return None
-    if cast_to is ChatCompletionChunk:
-        model: type[BaseModel] | None = ChatCompletionChunk
-    else:
-        model = HOT_EVENTS.get(data.get("type"))  # type: ignore[arg-type]
-    if model is None:
-        return None
-    try:
-        return model.model_validate(data)
-    except ValidationError:
-        return None  # the SDK's lenient construction decides what it is
+from .leanevents import lean_event
+from .leanparams import LeanChat, LeanResponses, carried_out
 
 
 class LeanOpenAI(AsyncOpenAI):
-    """`AsyncOpenAI` that builds streamed deltas against their own class, not a union."""
+    """`AsyncOpenAI` that builds streamed events by their tag, not against a union, and
+    sends plain-JSON request parameters without transforming them."""
+
+    @cached_property
+    def responses(self) -> AsyncResponses:
+        """`LeanResponses` on this client."""
+        return LeanResponses(self)
+
+    @cached_property
+    def chat(self) -> AsyncChat:
+        """`LeanChat` on this client."""
+        return LeanChat(self)
+
+    async def _prepare_options(self, options: FinalRequestOptions) -> FinalRequestOptions:
+        """The SDK's options for one attempt, the carried parameters out of their boxes."""
+        options = await super()._prepare_options(options)
+        body = carried_out(options.json_data)
+        if body is not options.json_data:
+            options = options.model_copy(update={"json_data": body})
+        return options
 
     def _process_response_data(
         self, *, data: object, cast_to: type[Any], response: httpx2.Response
