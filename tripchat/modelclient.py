@@ -2,8 +2,9 @@
 
 A long reply is hundreds of small SSE events, and a short one is dominated by per-request
 work. `LeanOpenAI` keeps the client's own request and stream loops (errors, `[DONE]`,
-closing the response, retries) and changes two steps, each falling back to the SDK's own:
+closing the response, retries) and changes three steps, each falling back to the SDK's own:
 
+* splitting the model's stream into events: a block at a time (`leansse`);
 * parsing a streamed event: by its `type`, not against the union of every event type
   (`leanevents`), handing the Agents SDK the very types it expects;
 * building the request body: plain-JSON parameters skip the client's transform, which
@@ -20,11 +21,13 @@ from typing import Any
 import httpx2
 from openai import AsyncOpenAI
 from openai._models import FinalRequestOptions
+from openai._streaming import SSEBytesDecoder, SSEDecoder
 from openai.resources.chat import AsyncChat
 from openai.resources.responses import AsyncResponses
 
 from .leanevents import lean_event
 from .leanparams import LeanChat, LeanResponses, carried_out
+from .leansse import LeanSSEDecoder
 
 
 class LeanOpenAI(AsyncOpenAI):
@@ -48,6 +51,9 @@ class LeanOpenAI(AsyncOpenAI):
         if body is not options.json_data:
             options = options.model_copy(update={"json_data": body})
         return options
+
+    def _make_sse_decoder(self) -> SSEDecoder | SSEBytesDecoder:
+        return LeanSSEDecoder()
 
     def _process_response_data(
         self, *, data: object, cast_to: type[Any], response: httpx2.Response
