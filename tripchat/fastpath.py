@@ -31,16 +31,8 @@ def _text_delta(event: StreamEvent) -> ResponseTextDeltaEvent | None:
 
 
 def _merge(first: ResponseTextDeltaEvent, text: str) -> RawResponsesStreamEvent:
-    merged = ResponseTextDeltaEvent.model_construct(
-        type=first.type,
-        item_id=first.item_id,
-        output_index=first.output_index,
-        content_index=first.content_index,
-        sequence_number=first.sequence_number,
-        delta=text,
-        logprobs=[],
-    )
-    return RawResponsesStreamEvent(data=merged)
+    """`first` carrying all the merged text (a copy: openai's `construct` costs ~50 µs)."""
+    return RawResponsesStreamEvent(data=first.model_copy(update={"delta": text}))
 
 
 class Coalesced:
