@@ -34,13 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from _loadgen import converse  # noqa: E402
-from _procs import ProcessGroup, postgres_cluster, raise_fd_limit  # noqa: E402
+from _procs import ProcessGroup, cpu_seconds, postgres_cluster, raise_fd_limit  # noqa: E402
 from _servers import openai_mock  # noqa: E402
 from _tables import fmt, machine, ratio, table  # noqa: E402
 from conftest import empty_postgres  # noqa: E402
 from servers import HOST, ServerProcess, free_port  # noqa: E402
 
 TURN_SECONDS = 120.0
+START_SECONDS = 120.0
 
 
 @dataclass
@@ -57,9 +58,11 @@ class Run:
     client_cpu: float = 0.0
     db_cpu: float = 0.0
     loads: tuple[float, ...] = ()
+    busiest: tuple[float, ...] = ()
+    """Per run, the busiest worker's share of the workers' CPU (0.5 is an even split)."""
 
     def add(self, other: Run) -> None:
-        for name in ("turns", "errors", "delta_events", "seconds", "loads"):
+        for name in ("turns", "errors", "delta_events", "seconds", "loads", "busiest"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("server_cpu", "mock_cpu", "client_cpu", "db_cpu"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -104,6 +107,8 @@ async def load(
     await converse(host, port, "bench-warm-up", run.deltas, 1)  # not counted
     run.loads = (os.getloadavg()[0],)
     before = {name: g.cpu_seconds() for name, g in others.items() if g is not None}
+    workers = [pid for pid in group.pids() if pid != server.pid or run.workers == 1]
+    workers0 = [cpu_seconds(pid) for pid in workers]
     cpu0, own0, t0 = group.cpu_seconds(), own_cpu(), time.perf_counter()
     tallies = await asyncio.wait_for(
         asyncio.gather(
@@ -116,6 +121,8 @@ async def load(
     )
     run.seconds = time.perf_counter() - t0
     run.server_cpu = group.cpu_seconds() - cpu0
+    each = [cpu_seconds(pid) - c for pid, c in zip(workers, workers0, strict=True)]
+    run.busiest = (max(each) / sum(each),)
     run.client_cpu = own_cpu() - own0
     spent = {name: g.cpu_seconds() - before[name] for name, g in others.items() if g is not None}
     run.mock_cpu, run.db_cpu = spent["mock"], spent.get("db", 0.0)
@@ -128,8 +135,15 @@ async def load(
 def server(env: dict[str, str], workers: int, workdir: Path) -> Iterator[ServerProcess]:
     argv = [sys.executable, "-m", "tripchat.cli", "serve", "--host", HOST]
     argv += ["--port", "{port}", "--workers", str(workers)]
-    with ServerProcess(env, argv, workdir=workdir, port=free_port(), name=f"w{workers}") as srv:
+    srv = ServerProcess(env, argv, workdir=workdir, port=free_port(), name=f"w{workers}")
+    try:
+        srv.start().wait_ready(START_SECONDS)  # two workers start slowly on a loaded machine
+        deadline = time.monotonic() + START_SECONDS
+        while srv.log(10**8).count("Running on") < workers and time.monotonic() < deadline:
+            time.sleep(0.1)  # every worker listening: a late one would see no connections
         yield srv
+    finally:
+        srv.stop()
     if srv.returncode != 0:
         raise RuntimeError(f"the server exited {srv.returncode}:\n{srv.log()}")
 
@@ -192,6 +206,7 @@ def report(runs: Sequence[Run]) -> str:
                 fmt(r.per_turn_ms(r.db_cpu), 1) if r.backend == "postgres" else "-",
                 fmt(r.busy, 2),
                 " ".join(f"{x:.1f}" for x in r.loads),
+                " ".join(f"{x:.2f}" for x in r.busiest),
                 r.errors,
                 ratio(r.turns_per_second, one.turns_per_second) if two and one else "",
                 ratio(r.turns / r.server_cpu, one.turns / one.server_cpu) if two and one else "",
