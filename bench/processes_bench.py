@@ -226,6 +226,7 @@ def report(runs: Sequence[Run]) -> str:
         "PG ms/turn",
         "cores busy",
         "load avg at starts",
+        "busiest worker's CPU share",
         "errors",
         "x2/x1 turns/s",
         "x2/x1 turns per server CPU s",
