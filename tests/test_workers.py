@@ -469,7 +469,7 @@ def connections_held(pid: int, port: int) -> int:
     return held
 
 
-BURST = 64
+BURST = 128
 
 
 async def test_a_burst_of_connections_is_spread_over_the_workers(
@@ -497,4 +497,5 @@ async def test_a_burst_of_connections_is_spread_over_the_workers(
         for stream in streams:
             await stream.aclose()
     assert sum(held) == BURST, held
-    assert min(held) >= BURST // 4, held  # fails by chance once in 25,000 runs
+    # Fails by chance once in 60,000 runs; the shared socket split a burst 51 to 13 of 64.
+    assert min(held) >= BURST * 5 // 16, held
