@@ -31,6 +31,17 @@ def proc_stats() -> Iterator[tuple[int, list[str]]]:
         yield int(entry.name), fields
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of one process's live threads, to the nanosecond (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(task.read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return total / 1e9
+
+
 class ProcessGroup:
     """Every process of one or more process groups (a server and any children it forks;
     several for a multi-process server: CPU and RSS are then summed over all of them)."""
@@ -44,14 +55,7 @@ class ProcessGroup:
 
     def cpu_seconds(self) -> float:
         """CPU time of the group's live threads, to the nanosecond (schedstat)."""
-        total = 0
-        for pid in self.pids():
-            for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-                try:
-                    total += int(task.read_text().split()[0])
-                except (FileNotFoundError, ProcessLookupError, IndexError):
-                    continue
-        return total / 1e9
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def cpu_ticks_seconds(self) -> float:
         """utime+stime of the group (includes threads that have exited), 1/CLK_TCK steps."""

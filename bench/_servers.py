@@ -39,13 +39,16 @@ MOCK_START_SECONDS = 20.0
 
 
 @contextmanager
-def openai_mock(tokens: int, delay: float, workdir: Path) -> Iterator[tuple[str, ProcessGroup]]:
-    """The mock in its own process group; yields its base URL. Always stopped by PID."""
+def openai_mock(
+    tokens: int, delay: float, workdir: Path, script: Path = ROOT / "tests" / "openai_mock.py"
+) -> Iterator[tuple[str, ProcessGroup]]:
+    """The mock in its own process group; yields its base URL. Always stopped by PID.
+    `script` may be bench/lean_mock.py: the same app without Hypercorn."""
     log = (workdir / "openai-mock.log").open("w")
     process = subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "tests" / "openai_mock.py"),
+            str(script),
             "--port",
             "0",
             "--tokens",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import resource
 import sys
@@ -29,18 +30,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from _procs import ProcessGroup, raise_fd_limit  # noqa: E402
+from _loadgen import converse  # noqa: E402
+from _procs import ProcessGroup, cpu_seconds, postgres_cluster, raise_fd_limit  # noqa: E402
 from _servers import openai_mock  # noqa: E402
-from chatkit_client import add_message, create_thread, encode, parse_sse  # noqa: E402
+from _tables import fmt, machine, ratio, table  # noqa: E402
 from conftest import empty_postgres  # noqa: E402
-from servers import ServerProcess, free_port  # noqa: E402
+from servers import HOST, ServerProcess, free_port  # noqa: E402
 
 TURN_SECONDS = 120.0
+START_SECONDS = 120.0
 
 
 @dataclass
@@ -50,13 +51,20 @@ class Run:
     workers: int
     turns: int = 0
     errors: int = 0
+    delta_events: int = 0
     seconds: float = 0.0
     server_cpu: float = 0.0
     mock_cpu: float = 0.0
     client_cpu: float = 0.0
+    db_cpu: float = 0.0
+    loads: tuple[float, ...] = ()
+    busiest: tuple[float, ...] = ()
+    """Per run, the busiest worker's share of the workers' CPU (0.5 is an even split)."""
 
     def add(self, other: Run) -> None:
-        for name in ("turns", "errors", "seconds", "server_cpu", "mock_cpu", "client_cpu"):
+        for name in ("turns", "errors", "delta_events", "seconds", "loads", "busiest"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("server_cpu", "mock_cpu", "client_cpu", "db_cpu"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property
@@ -67,10 +75,22 @@ class Run:
         return 1000 * cpu / self.turns if self.turns else 0.0
 
     @property
+    def rest_cpu(self) -> float:
+        """CPU beside the serving processes': the mock, the load generator, PostgreSQL."""
+        return self.mock_cpu + self.client_cpu + self.db_cpu
+
+    @property
     def busy(self) -> float:
-        """Cores kept busy by the server, the mock and the load generator together."""
-        total = self.server_cpu + self.mock_cpu + self.client_cpu
-        return total / self.seconds if self.seconds else 0.0
+        """Cores kept busy by the servers, the mock, the load generator and PostgreSQL."""
+        return (self.server_cpu + self.rest_cpu) / self.seconds if self.seconds else 0.0
+
+    @property
+    def bound(self) -> float:
+        """The most two workers can make of one's turns/s on this machine's cores: one
+        worker has one core; two share every core with the rest of the run's CPU."""
+        cores = len(os.sched_getaffinity(0))
+        share = self.rest_cpu / self.server_cpu if self.server_cpu else 0.0
+        return min(2.0, cores / (1.0 + share))
 
 
 def own_cpu() -> float:
@@ -78,54 +98,52 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def converse(client: httpx.AsyncClient, url: str, deltas: int, turns: int) -> int:
-    """One user's conversation; the number of turns that failed."""
-    headers = {"X-User-Id": f"bench-{uuid.uuid4().hex[:12]}"}
-    thread_id, failed = "", 0
-    for turn in range(turns):
-        text = f"turn {turn} [tokens {deltas}]"
-        request = add_message(thread_id, text) if thread_id else create_thread(text)
-        response = await client.post(url, content=encode(request), headers=headers)
-        events = parse_sse(response.content) if response.status_code == 200 else []
-        done = [e for e in events if e.get("type") == "thread.item.done"]
-        if response.status_code != 200 or not done or any(e["type"] == "error" for e in events):
-            failed += 1
-        created = [e for e in events if e.get("type") == "thread.created"]
-        thread_id = thread_id or (created[0]["thread"]["id"] if created else "")
-    return failed
-
-
 async def load(
-    server: ServerProcess, mock: ProcessGroup, run: Run, conversations: int, turns: int
+    server: ServerProcess, others: dict[str, ProcessGroup | None], run: Run, users: int, turns: int
 ) -> None:
     group = ProcessGroup(server.pid)
     await group.settle()
-    limits = httpx.Limits(max_connections=conversations, max_keepalive_connections=conversations)
-    async with httpx.AsyncClient(trust_env=False, timeout=TURN_SECONDS, limits=limits) as client:
-        url = f"{server.url}/chatkit"
-        await converse(client, url, run.deltas, 1)  # warm-up, not counted
-        cpu0, mock0, own0, t0 = (
-            group.cpu_seconds(),
-            mock.cpu_seconds(),
-            own_cpu(),
-            time.perf_counter(),
-        )
-        failed = await asyncio.gather(
-            *(converse(client, url, run.deltas, turns) for _ in range(conversations))
-        )
-        run.seconds = time.perf_counter() - t0
-        run.server_cpu = group.cpu_seconds() - cpu0
-        run.mock_cpu = mock.cpu_seconds() - mock0
-        run.client_cpu = own_cpu() - own0
-    run.turns, run.errors = conversations * turns, sum(failed)
+    host, port = HOST, server.port
+    await converse(host, port, "bench-warm-up", run.deltas, 1)  # not counted
+    run.loads = (os.getloadavg()[0],)
+    before = {name: g.cpu_seconds() for name, g in others.items() if g is not None}
+    workers = [pid for pid in group.pids() if pid != server.pid or run.workers == 1]
+    workers0 = [cpu_seconds(pid) for pid in workers]
+    cpu0, own0, t0 = group.cpu_seconds(), own_cpu(), time.perf_counter()
+    tallies = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                converse(host, port, f"bench-{uuid.uuid4().hex[:12]}", run.deltas, turns)
+                for _ in range(users)
+            )
+        ),
+        TURN_SECONDS * turns,
+    )
+    run.seconds = time.perf_counter() - t0
+    run.server_cpu = group.cpu_seconds() - cpu0
+    each = [cpu_seconds(pid) - c for pid, c in zip(workers, workers0, strict=True)]
+    run.busiest = (max(each) / sum(each),)
+    run.client_cpu = own_cpu() - own0
+    spent = {name: g.cpu_seconds() - before[name] for name, g in others.items() if g is not None}
+    run.mock_cpu, run.db_cpu = spent["mock"], spent.get("db", 0.0)
+    run.turns = users * turns
+    run.errors = sum(t.failed for t in tallies)
+    run.delta_events = sum(t.delta_events for t in tallies)
 
 
 @contextmanager
 def server(env: dict[str, str], workers: int, workdir: Path) -> Iterator[ServerProcess]:
-    argv = [sys.executable, "-m", "tripchat.cli", "serve", "--host", "127.0.0.1"]
+    argv = [sys.executable, "-m", "tripchat.cli", "serve", "--host", HOST]
     argv += ["--port", "{port}", "--workers", str(workers)]
-    with ServerProcess(env, argv, workdir=workdir, port=free_port(), name=f"w{workers}") as srv:
+    srv = ServerProcess(env, argv, workdir=workdir, port=free_port(), name=f"w{workers}")
+    try:
+        srv.start().wait_ready(START_SECONDS)  # two workers start slowly on a loaded machine
+        deadline = time.monotonic() + START_SECONDS
+        while srv.log(10**8).count("Running on") < workers and time.monotonic() < deadline:
+            time.sleep(0.1)  # every worker listening: a late one would see no connections
         yield srv
+    finally:
+        srv.stop()
     if srv.returncode != 0:
         raise RuntimeError(f"the server exited {srv.returncode}:\n{srv.log()}")
 
@@ -133,7 +151,8 @@ def server(env: dict[str, str], workers: int, workdir: Path) -> Iterator[ServerP
 async def bench(args: argparse.Namespace) -> list[Run]:
     totals: dict[tuple[str, int, int], Run] = {}
     workdir = Path(tempfile.mkdtemp(prefix="processes-bench-"))
-    with openai_mock(20, 0.0, workdir) as (base_url, mock):
+    cluster = await postgres_cluster(args.pg_url) if args.pg_url else None
+    with openai_mock(20, 0.0, workdir, args.mock) as (base_url, mock):
         for rnd in range(args.rounds):
             for backend in args.backends:
                 for deltas in args.deltas:
@@ -149,13 +168,16 @@ async def bench(args: argparse.Namespace) -> list[Run]:
                             "CHATKIT_DB_URL": db_url,
                             "CHATKIT_TRACING": "false",
                         }
+                        others = {"mock": mock, "db": cluster if backend == "postgres" else None}
                         run = Run(backend, deltas, workers)
                         with server(env, workers, workdir) as srv:
-                            conversations = max(8, args.conversations * 20 // max(deltas, 20))
-                            await load(srv, mock, run, conversations, args.turns)
+                            users = max(8, args.conversations * 20 // max(deltas, 20))
+                            await load(srv, others, run, users, args.turns)
                         print(
                             f"  round {rnd + 1} {backend} {deltas} deltas, {workers} worker(s): "
-                            f"{run.turns_per_second:.1f} turns/s",
+                            f"{run.turns_per_second:.1f} turns/s, "
+                            f"{run.per_turn_ms(run.server_cpu):.1f} server ms/turn, "
+                            f"load avg {run.loads[0]:.2f} at its start",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -165,36 +187,62 @@ async def bench(args: argparse.Namespace) -> list[Run]:
 
 
 def report(runs: Sequence[Run]) -> str:
-    lines = [
-        f"{os.cpu_count()} cores; each figure summed over every round",
-        "",
-        "| backend | deltas | workers | turns/s | server CPU ms/turn | mock ms/turn "
-        "| load ms/turn | cores busy | errors | x2 / x1 turns/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
     by_key = {(r.backend, r.deltas, r.workers): r for r in runs}
-    notes = []
+    rows = []
     for r in runs:
         one = by_key.get((r.backend, r.deltas, 1))
-        ratio = (
-            f"{r.turns_per_second / one.turns_per_second:.2f}x" if one and r.workers == 2 else ""
+        two = r.workers == 2 and one is not None
+        rows.append(
+            [
+                r.backend,
+                r.deltas,
+                r.workers,
+                fmt(r.turns_per_second, 1),
+                fmt(r.per_turn_ms(r.server_cpu), 1),
+                fmt(r.turns / r.server_cpu if r.server_cpu else math.nan, 1),
+                fmt(r.delta_events / r.turns if r.turns else math.nan, 1),
+                fmt(r.per_turn_ms(r.mock_cpu), 1),
+                fmt(r.per_turn_ms(r.client_cpu), 1),
+                fmt(r.per_turn_ms(r.db_cpu), 1) if r.backend == "postgres" else "-",
+                fmt(r.busy, 2),
+                " ".join(f"{x:.1f}" for x in r.loads),
+                " ".join(f"{x:.2f}" for x in r.busiest),
+                r.errors,
+                ratio(r.turns_per_second, one.turns_per_second) if two and one else "",
+                ratio(r.turns / r.server_cpu, one.turns / one.server_cpu) if two and one else "",
+                f"{r.bound:.2f}x" if two else "",
+            ]
         )
-        lines.append(
-            f"| {r.backend} | {r.deltas} | {r.workers} | {r.turns_per_second:.1f} "
-            f"| {r.per_turn_ms(r.server_cpu):.0f} | {r.per_turn_ms(r.mock_cpu):.0f} "
-            f"| {r.per_turn_ms(r.client_cpu):.0f} | {r.busy:.2f} | {r.errors} | {ratio} |"
-        )
-        if one and r.workers == 2 and r.turns_per_second < 1.7 * one.turns_per_second:
-            cores = os.cpu_count() or 1
-            rest = r.per_turn_ms(r.mock_cpu + r.client_cpu)
-            notes.append(
-                f"{r.backend}/{r.deltas}: two workers made {ratio} of one's turns/s with "
-                f"{r.busy:.2f} of {cores} cores busy: the mock and this load generator took "
-                f"{rest:.0f} ms per turn beside the server's {r.per_turn_ms(r.server_cpu):.0f}; "
-                f"server CPU per turn went {one.per_turn_ms(one.server_cpu):.0f} -> "
-                f"{r.per_turn_ms(r.server_cpu):.0f} ms (1 -> 2 workers)"
-            )
-    return "\n".join([*lines, "", *notes])
+    head = [
+        "backend",
+        "deltas",
+        "workers",
+        "turns/s",
+        "server CPU ms/turn",
+        "turns per server CPU s",
+        "delta events/turn",
+        "mock ms/turn",
+        "load ms/turn",
+        "PG ms/turn",
+        "cores busy",
+        "load avg at starts",
+        "busiest worker's CPU share",
+        "errors",
+        "x2/x1 turns/s",
+        "x2/x1 turns per server CPU s",
+        "bound",
+    ]
+    return "\n".join(
+        [
+            machine(),
+            "",
+            f"{len(os.sched_getaffinity(0))} cores; each figure summed over every round. "
+            "bound: 2 / (1 + CPU of mock, load generator and PostgreSQL / the servers' CPU), "
+            "the most x2/x1 this machine can show with that CPU beside the servers.",
+            "",
+            table(head, rows, left=1),
+        ]
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -207,6 +255,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--stock-mock",
+        dest="mock",
+        action="store_const",
+        const=ROOT / "tests" / "openai_mock.py",
+        default=ROOT / "bench" / "lean_mock.py",
+        help="the test mock on Hypercorn rather than bench/lean_mock.py",
+    )
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
     args.deltas = [int(d) for d in args.deltas.split(",") if d]

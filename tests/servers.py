@@ -24,7 +24,8 @@ import httpx
 HOST = "127.0.0.1"
 PORT_PLACEHOLDER = "{port}"
 """Replaced by the chosen port in every argument of a custom argv."""
-READY_TIMEOUT = 20.0
+READY_TIMEOUT = 60.0
+"""Generous: two workers under a loaded 2-core machine took over 20 s to start."""
 STOP_TIMEOUT = 10.0
 KILL_TIMEOUT = 5.0
 POLL_SECONDS = 0.05

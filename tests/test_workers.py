@@ -5,7 +5,8 @@ one thread served by different processes never interleave replies (the second wa
 gets 409), the per-user limit counts replies on every process, a SIGKILLed process's
 lease is taken over once it expires, a delete on one process stops the thread's reply on
 the other and no rename or end-of-turn save brings a deleted thread back. And
-`tripchat serve --workers 2` serves on one port and drains on SIGTERM to its group.
+`tripchat serve --workers 2` serves on one port, spreads a burst of connections over
+its workers and drains on SIGTERM to its group.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sqlite3
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -445,3 +446,56 @@ async def test_a_worker_that_dies_stops_the_server_with_an_error(
     assert status == 1, log
     assert f"worker {dead} exited with status -9" in log, log
     assert not Path(f"/proc/{survivor}").exists()
+
+
+async def listening_workers(server: ServerProcess, count: int) -> None:
+    """Wait until `count` workers listen: /healthz answers once the first one does."""
+    with anyio.fail_after(TEST_SECONDS):
+        while server.log(10**8).count("Running on") < count:
+            await anyio.sleep(0.05)
+
+
+def connections_held(pid: int, port: int) -> int:
+    """How many established connections to `port` the process `pid` holds."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+            inodes.add(f"socket:[{fields[9]}]")
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with suppress(OSError):
+            held += os.readlink(fd) in inodes
+    return held
+
+
+BURST = 128
+
+
+async def test_a_burst_of_connections_is_spread_over_the_workers(
+    db_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Connections that arrive while both workers are busy are split between them: with
+    one shared socket the first worker free accepted the whole burst, and keep-alive kept
+    the other idle."""
+    with workers_server(own_database(db_env, tmp_path), tmp_path) as server:
+        pids = worker_pids(server)
+        await listening_workers(server, 2)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)  # busy: nobody accepts while the burst arrives
+        try:
+            streams = [await anyio.connect_tcp(HOST, server.port) for _ in range(BURST)]
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        request = f"GET /healthz HTTP/1.1\r\nhost: {HOST}\r\n\r\n".encode()
+        with anyio.fail_after(TEST_SECONDS):
+            for stream in streams:
+                await stream.send(request)
+                assert (await stream.receive()).startswith(b"HTTP/1.1 200")
+        held = [connections_held(pid, server.port) for pid in pids]
+        for stream in streams:
+            await stream.aclose()
+    assert sum(held) == BURST, held
+    # Fails by chance once in 60,000 runs; the shared socket split a burst 51 to 13 of 64.
+    assert min(held) >= BURST * 5 // 16, held

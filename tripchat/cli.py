@@ -26,7 +26,7 @@ from .migrate import migrate
 from .smoke import Smoke
 from .store import open_store
 from .tools import describe_tool_call
-from .workers import child_argv, supervise, watch_parent
+from .workers import child_argv, listen_each, supervise, watch_parent
 
 KEEP_ALIVE_SECONDS = 75.0
 
@@ -123,16 +123,11 @@ async def serve(
     config.keyfile = keyfile
     # Hypercorn's default of 100 makes a burst of new connections wait for SYN retries.
     config.backlog = 2048
-    if not fds:
-        try:
-            sockets = config.create_sockets()
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        # Bound before the app starts: a taken port is one line, with no database left open.
-        fds = [sock.detach() for sock in sockets.secure_sockets]
-        fds += [sock.detach() for sock in sockets.insecure_sockets]
     if count > 1:
-        return await supervise(child_argv(host, port, certfile, keyfile), fds, count)
+        port, per_child = listen_each(config, host, port, count)
+        return await supervise(child_argv(host, port, certfile, keyfile), per_child)
+    if not fds:
+        [fds] = listen_each(config, host, port, 1)[1]
     config.bind = [f"fd://{fd}" for fd in fds]
     app = create_app(settings, exit_on_config_error=True)
     # Hypercorn's loggers as plain loggers: one format, each line once.

@@ -1,7 +1,11 @@
 """`tripchat serve --workers N`: N serving processes on one listening socket.
 
-The parent binds the socket and starts N children (`tripchat serve --fd ...`) that inherit
-it; the kernel hands each new connection to whichever child accepts first. Each child runs
+The parent binds a listening socket per child, all on one port with SO_REUSEPORT, and
+starts N children (`tripchat serve --fd ...`), each inheriting its own; the kernel spreads
+new connections over them by address. One socket shared by every child does not spread
+them: the child that wakes first accepts the whole burst waiting (asyncio accepts up to
+the backlog per wake-up), and keep-alive keeps them there. Measured with 40 keep-alive
+clients: one child did 9.6 s of the work, the other 0.1 s. Each child runs
 Hypercorn's serve loop itself, so SIGTERM drains it as it drains a single `serve`; a
 platform signals the whole process group, and the parent forwards the signal for a
 platform (or a person) that signals only the parent. The parent exits 0 once every child
@@ -23,8 +27,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .config import EXIT_USAGE
+from .config import EXIT_USAGE, ConfigError
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
 
 logger = logging.getLogger("tripchat.workers")
 
@@ -33,16 +41,39 @@ async def _spawn(argv: Sequence[str], fds: Sequence[int]) -> asyncio.subprocess.
     return await asyncio.create_subprocess_exec(*argv, pass_fds=tuple(fds))
 
 
-async def supervise(child_argv: Sequence[str], sockets: Sequence[int], count: int) -> int:
-    """Run `count` children of `child_argv` (to which `--fd` options are added) sharing
-    the listening `sockets`; return once they all have exited."""
+def listen_each(config: Config, host: str, port: int, count: int) -> tuple[int, list[list[int]]]:
+    """The port bound (the one chosen for port 0) and `count` sets of listening sockets'
+    descriptors on it, one set per serving process (SO_REUSEPORT when more than one).
+
+    Bound before the app starts: a taken port is one line, with no database left open."""
+    config.workers = count  # Hypercorn sets SO_REUSEPORT on the sockets it makes
+    per_child: list[list[int]] = []
+    for _ in range(count):
+        try:
+            made = config.create_sockets()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        sockets = [*made.secure_sockets, *made.insecure_sockets]
+        if port == 0:  # the next processes' sockets join the port the kernel chose
+            port = int(sockets[0].getsockname()[1])
+            config.bind = [f"{host}:{port}"]
+        per_child.append([sock.detach() for sock in sockets])
+    return port, per_child
+
+
+async def supervise(child_argv: Sequence[str], sockets: Sequence[Sequence[int]]) -> int:
+    """Run a child of `child_argv` per set of listening `sockets` (each its own, added as
+    `--fd` options); return once they all have exited."""
     alive_read, alive_write = os.pipe()  # the children see EOF when this process is gone
-    argv = [*child_argv, "--parent-fd", str(alive_read)]
-    for fd in sockets:
-        argv += ["--fd", str(fd)]
-    children = [await _spawn(argv, [*sockets, alive_read]) for _ in range(count)]
-    for fd in (*sockets, alive_read):
+    children = []
+    for fds in sockets:
+        argv = [*child_argv, "--parent-fd", str(alive_read)]
+        for fd in fds:
+            argv += ["--fd", str(fd)]
+        children.append(await _spawn(argv, [*fds, alive_read]))
+    for fd in (*(fd for fds in sockets for fd in fds), alive_read):
         os.close(fd)  # the children hold them; a drained child's socket must not linger here
+    count = len(children)
     logger.info("serving with %d worker processes: %s", count, [c.pid for c in children])
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -51,10 +51,14 @@ class LeaseStore(ABC):
     async def take_lease(
         self, user_id: str, thread_id: str | None, per_user: int, seconds: float
     ) -> Lease | Literal["thread", "user"]:
-        """A lease for a new reply, or which limit refuses it: the thread's or the user's."""
-        await self._execute(f"DELETE FROM chatkit_leases WHERE expires_at < {self._now_sql}")
+        """A lease for a new reply, or which limit refuses it: the thread's or the user's.
+
+        Expired leases are swept only when a take meets a lease in its way (which may be
+        one of them: a crashed process's): a sweep on every take was one more write per
+        turn, serialised with every other process's writes on SQLite. A crashed process's
+        other leases stay, expired and harmless, until their user or thread takes again."""
         holder = new_holder()
-        for _ in range(ATTEMPTS):
+        for attempt in range(ATTEMPTS + 1):
             row = await self._fetchone(
                 f"WITH RECURSIVE slots (n) AS (SELECT 0 UNION ALL "
                 f"SELECT n + 1 FROM slots WHERE n + 1 < ?) "
@@ -71,6 +75,11 @@ class LeaseStore(ABC):
             )
             if row is not None:
                 return Lease(user_id, int(row[0]), holder, thread_id)
+            if attempt == 0:
+                await self._execute(
+                    f"DELETE FROM chatkit_leases WHERE expires_at < {self._now_sql}"
+                )
+                continue
             if thread_id is not None and await self._fetchone(
                 "SELECT 1 FROM chatkit_leases WHERE thread_id = ?", thread_id
             ):
