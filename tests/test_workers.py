@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -499,3 +500,24 @@ async def test_a_burst_of_connections_is_spread_over_the_workers(
     assert sum(held) == BURST, held
     # Fails by chance once in 60,000 runs; the shared socket split a burst 51 to 13 of 64.
     assert min(held) >= BURST * 5 // 16, held
+
+
+async def test_a_second_workers_server_on_a_busy_port_is_refused(
+    db_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SO_REUSEPORT would let a second server join the first one's port and take half its
+    connections (an old version serving beside a new one): it is refused in one line."""
+    with workers_server(own_database(db_env, tmp_path), tmp_path) as server:
+        await listening_workers(server, 2)
+        second = workers_server(own_database(db_env, tmp_path), tmp_path)
+        argv = [arg.replace(str(second.port), str(server.port)) for arg in second.argv]
+        result = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                argv, env=second.env, capture_output=True, text=True, timeout=EXIT_SECONDS
+            )
+        )
+        assert server.process is not None and server.process.poll() is None  # still serving
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == [
+        f"tripchat: cannot listen on {HOST}:{server.port}: Address already in use"
+    ], result.stderr

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -46,6 +47,8 @@ def listen_each(config: Config, host: str, port: int, count: int) -> tuple[int, 
     descriptors on it, one set per serving process (SO_REUSEPORT when more than one).
 
     Bound before the app starts: a taken port is one line, with no database left open."""
+    if count > 1 and port != 0:
+        _refuse_a_taken_port(host, port)
     config.workers = count  # Hypercorn sets SO_REUSEPORT on the sockets it makes
     per_child: list[list[int]] = []
     for _ in range(count):
@@ -59,6 +62,20 @@ def listen_each(config: Config, host: str, port: int, count: int) -> tuple[int, 
             config.bind = [f"{host}:{port}"]
         per_child.append([sock.detach() for sock in sockets])
     return port, per_child
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """SO_REUSEPORT would let a second server of the same user join a running one on its
+    port, splitting the traffic between two versions: a plain bind refuses that, as a
+    single `serve` does."""
+    address = host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 async def supervise(child_argv: Sequence[str], sockets: Sequence[Sequence[int]]) -> int:
