@@ -1,6 +1,6 @@
 """Where a held stream's memory goes, inside a real `tripchat serve` (SQLite, the mock).
 
-    python bench/memory_profile.py [--streams 300] [--frames 8] [--top 25] [--env K=V ...]
+    python bench/memory_profile.py [--streams 300] [--frames 8] [--env K=V ...]
 
 The server runs this file first (`--child`). At each SIGUSR1 it collects garbage and dumps
 the allocators (VmRSS, pymalloc arenas, glibc mallinfo2), the collector's objects by type
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import anyio
 
-CHILD, HOST, WAVE = "--child", "127.0.0.1", 20
-SECONDS = 300.0  # to start, to open a wave, to dump
+CHILD, HOST, WAVE, WAVE_SECONDS = "--child", "127.0.0.1", 20, 3.0
+SECONDS, TOP = 300.0, 25  # to start, to open a stream, to dump; rows per table
 GENERIC = ("stdlib", "pydantic", "pydantic_core", "typing_extensions", "<frozen", "<unknown>")
 
 
@@ -50,7 +50,6 @@ def allocators() -> dict[str, float]:
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     return {
         "rss": int(status["VmRSS"].split()[0]) * 1024.0,
-        "threads": float(status["Threads"]),
         "traced": float(tracemalloc.get_traced_memory()[0]),
         "pymalloc arenas": float(stats.get("# arenas allocated current", "nan")) * 2**20,
         "pymalloc used": float(stats.get("# bytes in allocated blocks", "nan")),
@@ -102,28 +101,28 @@ def asker(traceback: tracemalloc.Traceback) -> str:
     return f"{owner(name)} {Path(name).name}"
 
 
-def rows(head: str, diff: Counter[str], streams: int, top: int, counts: Counter[str]) -> str:
-    """The `top` entries of a (holding - before) difference per held stream, and the total."""
+def rows(head: str, diff: Counter[str], streams: int, counts: Counter[str] | None = None) -> str:
+    """The TOP entries of a (holding - before) difference per held stream, and the total."""
     from _tables import table
 
-    total = sum(diff.values())
+    total, per = sum(diff.values()), (lambda n: f" x{n / streams:.1f}" if counts else "")
     body = [
-        [f"`{name}`", f"{size / streams:,.0f}", f"{100 * size / total:.1f}%"]
-        + ([f"{counts[name] / streams:.1f}"] if counts else [])
-        for name, size in diff.most_common(top)
+        [f"`{name}`{per(counts and counts[name])}", f"{size / streams:,.0f}", f"{size / total:.1%}"]
+        for name, size in diff.most_common(TOP)
     ]
-    columns = [head, "bytes/stream", "share"] + (["objects/stream"] if counts else [])
-    return "\n" + table(columns, [*body, ["**total**", f"**{total / streams:,.0f}**"]])
+    return "\n" + table(
+        [head, "bytes/stream", "share"], [*body, ["**total**", f"{total / streams:,.0f}", ""]]
+    )
 
 
-def report(out: Path, streams: int, top: int) -> None:
+def report(out: Path, streams: int) -> None:
     figures = [json.loads((out / f"snap{n}.json").read_text()) for n in range(3)]
     print("| per held stream, bytes | holding - before | after - before |\n|---|---:|---:|")
     for key, base in figures[0]["allocators"].items():
         hold, after = (figures[n]["allocators"][key] - base for n in (1, 2))
         print(f"| {key} | {hold / streams:,.0f} | {after / streams:,.0f} |")
     types, sizes = (Counter(figures[1][k]) - Counter(figures[0][k]) for k in ("types", "sizes"))
-    print(rows("objects by type (shallow)", sizes, streams, top, types))
+    print(rows("objects by type (x objects per stream; shallow)", sizes, streams, types))
     if not (out / "snap0.tracemalloc").exists():
         return
     ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
@@ -136,11 +135,11 @@ def report(out: Path, streams: int, top: int) -> None:
         for sign, snapshot in ((1, holding), (-1, before)):
             for trace in snapshot.traces:
                 diff[name(trace.traceback)] += sign * trace.size
-        print(rows(f"traced, by {key}", diff, streams, top, Counter()))
-    print("\nTop tracebacks (holding - before), innermost frame last:\n")
-    for stat in holding.compare_to(before, "traceback")[: top // 2]:
-        print(f"- {stat.size_diff / streams:,.0f} B/stream, {stat.count_diff / streams:.1f} blocks")
-        print("\n".join(f"    {line.strip()}" for line in stat.traceback.format(limit=6)))
+        print(rows(f"traced, by {key}", diff, streams))
+    for stat in holding.compare_to(before, "traceback")[: TOP // 2]:  # the innermost frame last
+        print(
+            f"\n{stat.size_diff / streams:,.0f} B/stream:\n" + "\n".join(stat.traceback.format(6))
+        )
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -151,8 +150,12 @@ async def measure(args: argparse.Namespace) -> None:
 
     raise_fd_limit()
     work = Path(tempfile.mkdtemp(prefix="memprof-"))
-    # Held replies wait longer than the model's read time-out allows by default.
-    extra = {"CHATKIT_MODEL_TIMEOUT": "3600", **dict(item.split("=", 1) for item in args.env)}
+    # Held replies outlast the model read time-out; a slow dump must not expire leases.
+    extra = {
+        "CHATKIT_MODEL_TIMEOUT": "3600",
+        "CHATKIT_LEASE_SECONDS": "3600",
+        **dict(item.split("=", 1) for item in args.env),
+    }
     with openai_mock(20, 0.0, work) as (base_url, _mock):
         env = app_env(base_url, work / "t.db", MEMPROF_FRAMES=str(args.frames),
                       MEMPROF_DIR=str(work), **extra)  # fmt: skip
@@ -175,7 +178,8 @@ async def measure(args: argparse.Namespace) -> None:
             await snap(0)
 
             async def hold(i: int, result: TurnResult) -> None:
-                body = create_thread(f"hold {i} [tokens 2] [delay {args.hold_seconds}]")
+                body = create_thread(f"hold {i} [tokens 2] [delay 900]")
+                await asyncio.sleep(i // WAVE * WAVE_SECONDS)  # all at once starve
                 try:
                     await run_turn(
                         pool[i % len(pool)], url, f"h{i}", body, None, opened.release, result
@@ -184,15 +188,9 @@ async def measure(args: argparse.Namespace) -> None:
                     if result.ttft is None:
                         opened.release()  # never opened: do not keep the wave waiting
 
-            tasks = []
-            for wave in range(0, args.streams, WAVE):  # all at once starve under tracemalloc
-                size = min(WAVE, args.streams - wave)
-                tasks += [
-                    asyncio.create_task(hold(i, TurnResult(False)))
-                    for i in range(wave, wave + size)
-                ]
-                for _ in range(size):
-                    await asyncio.wait_for(opened.acquire(), SECONDS)
+            tasks = [asyncio.create_task(hold(i, TurnResult(False))) for i in range(args.streams)]
+            for _ in tasks:
+                await asyncio.wait_for(opened.acquire(), SECONDS)
             await snap(1)
             held = sum(not task.done() for task in tasks)
             print(f"{held} of {args.streams} streams held at the snapshot", file=sys.stderr)
@@ -203,7 +201,7 @@ async def measure(args: argparse.Namespace) -> None:
             await snap(2)
         finally:
             server.stop()
-        report(work, held, args.top)
+        report(work, held)
 
 
 def main() -> None:
@@ -214,8 +212,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=300)
     parser.add_argument("--frames", type=int, default=8, help="tracemalloc frames; 0 = off")
-    parser.add_argument("--hold-seconds", type=float, default=120.0)
-    parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--env", action="append", default=[], help="K=V for the server")
     asyncio.run(measure(parser.parse_args()))
 

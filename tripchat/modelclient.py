@@ -78,5 +78,6 @@ def release_body(request: httpx2.Request) -> None:
     message, tens of KB with a long history, per reply in flight. A retry builds a new
     request from the options, so nothing needs it once the response has begun.
     """
-    request.stream = httpx2.ByteStream(b"")
+    if isinstance(request.stream, httpx2.ByteStream):
+        request.stream._stream = b""  # the transport's own request shares this stream
     request._content = b""
