@@ -25,9 +25,19 @@ from pathlib import Path
 
 import anyio
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+
+from _procs import ProcessGroup, raise_fd_limit  # noqa: E402
+from _servers import openai_mock  # noqa: E402
+from _tables import table  # noqa: E402
+from chat_bench import TurnResult, clients, create_thread, run_turn  # noqa: E402
+from profile_stacks import package_of  # noqa: E402
+from servers import ServerProcess, app_env  # noqa: E402
+
 CHILD, HOST, WAVE, WAVE_SECONDS = "--child", "127.0.0.1", 20, 3.0
 SECONDS, TOP = 300.0, 25  # to start, to open a stream, to dump; rows per table
-GENERIC = ("stdlib", "pydantic", "pydantic_core", "typing_extensions", "<frozen", "<unknown>")
+GENERIC = ("pydantic", "pydantic_core", "typing_extensions")
 
 
 class MallInfo2(ctypes.Structure):
@@ -84,27 +94,19 @@ def child(argv: list[str]) -> int:
     return main(argv)
 
 
-def owner(filename: str) -> str:
-    """The package a file belongs to: site-packages' top level, tripchat, or stdlib."""
-    if "/site-packages/" in filename:
-        return filename.split("/site-packages/")[1].split("/")[0].removesuffix(".py")
-    if "/tripchat/" in filename:
-        return "tripchat"
-    return "stdlib" if filename.startswith(sys.base_prefix) else filename
-
-
 def asker(traceback: tracemalloc.Traceback) -> str:
-    """The innermost frame outside generic code: who asked for this memory."""
+    """The innermost frame outside the standard library and pydantic: who asked for it."""
     frames = list(traceback)  # oldest first
-    frame = next((f for f in reversed(frames) if not owner(f.filename).startswith(GENERIC)), None)
-    name = (frame or frames[-1]).filename
-    return f"{owner(name)} {Path(name).name}"
+    frame = next((f for f in reversed(frames) if not generic(f.filename)), frames[-1])
+    return f"{package_of(frame.filename)} {Path(frame.filename).name}"
+
+
+def generic(filename: str) -> bool:
+    return filename.startswith((sys.base_prefix, "<")) or package_of(filename) in GENERIC
 
 
 def rows(head: str, diff: Counter[str], streams: int, counts: Counter[str] | None = None) -> str:
     """The TOP entries of a (holding - before) difference per held stream, and the total."""
-    from _tables import table
-
     total, per = sum(diff.values()), (lambda n: f" x{n / streams:.1f}" if counts else "")
     body = [
         [f"`{name}`{per(counts and counts[name])}", f"{size / streams:,.0f}", f"{size / total:.1%}"]
@@ -130,7 +132,7 @@ def report(out: Path, streams: int) -> None:
         tracemalloc.Snapshot.load(str(out / f"snap{n}.tracemalloc")).filter_traces(ignore)
         for n in (0, 1)
     )
-    for key, name in (("package", lambda tb: owner(tb[-1].filename)), ("asker", asker)):
+    for key, name in (("package", lambda tb: package_of(tb[-1].filename)), ("asker", asker)):
         diff: Counter[str] = Counter()
         for sign, snapshot in ((1, holding), (-1, before)):
             for trace in snapshot.traces:
@@ -143,11 +145,6 @@ def report(out: Path, streams: int) -> None:
 
 
 async def measure(args: argparse.Namespace) -> None:
-    from _procs import ProcessGroup, raise_fd_limit
-    from _servers import openai_mock
-    from chat_bench import TurnResult, clients, create_thread, run_turn
-    from servers import ServerProcess, app_env
-
     raise_fd_limit()
     work = Path(tempfile.mkdtemp(prefix="memprof-"))
     # Held replies outlast the model read time-out; a slow dump must not expire leases.
@@ -207,8 +204,6 @@ async def measure(args: argparse.Namespace) -> None:
 def main() -> None:
     if sys.argv[1:2] == [CHILD]:
         sys.exit(child(sys.argv[2:]))
-    root = Path(__file__).resolve().parents[1]
-    sys.path[:0] = [str(root), str(root / "tests"), str(root / "bench")]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=300)
     parser.add_argument("--frames", type=int, default=8, help="tracemalloc frames; 0 = off")
