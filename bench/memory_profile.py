@@ -38,6 +38,8 @@ from servers import ServerProcess, app_env  # noqa: E402
 CHILD, HOST, WAVE, WAVE_SECONDS = "--child", "127.0.0.1", 20, 3.0
 SECONDS, TOP = 300.0, 25  # to start, to open a stream, to dump; rows per table
 GENERIC = ("pydantic", "pydantic_core", "typing_extensions")
+# Held replies outlast the model read time-out; a slow dump must not expire their leases.
+SERVER_ENV = {"CHATKIT_MODEL_TIMEOUT": "3600", "CHATKIT_LEASE_SECONDS": "3600"}
 
 
 class MallInfo2(ctypes.Structure):
@@ -97,12 +99,13 @@ def child(argv: list[str]) -> int:
 def asker(traceback: tracemalloc.Traceback) -> str:
     """The innermost frame outside the standard library and pydantic: who asked for it."""
     frames = list(traceback)  # oldest first
-    frame = next((f for f in reversed(frames) if not generic(f.filename)), frames[-1])
+    for frame in reversed(frames):
+        name = frame.filename
+        if not name.startswith((sys.base_prefix, "<")) and package_of(name) not in GENERIC:
+            break
+    else:
+        frame = frames[-1]
     return f"{package_of(frame.filename)} {Path(frame.filename).name}"
-
-
-def generic(filename: str) -> bool:
-    return filename.startswith((sys.base_prefix, "<")) or package_of(filename) in GENERIC
 
 
 def rows(head: str, diff: Counter[str], streams: int, counts: Counter[str] | None = None) -> str:
@@ -147,12 +150,7 @@ def report(out: Path, streams: int) -> None:
 async def measure(args: argparse.Namespace) -> None:
     raise_fd_limit()
     work = Path(tempfile.mkdtemp(prefix="memprof-"))
-    # Held replies outlast the model read time-out; a slow dump must not expire leases.
-    extra = {
-        "CHATKIT_MODEL_TIMEOUT": "3600",
-        "CHATKIT_LEASE_SECONDS": "3600",
-        **dict(item.split("=", 1) for item in args.env),
-    }
+    extra = {**SERVER_ENV, **dict(item.split("=", 1) for item in args.env)}
     with openai_mock(20, 0.0, work) as (base_url, _mock):
         env = app_env(base_url, work / "t.db", MEMPROF_FRAMES=str(args.frames),
                       MEMPROF_DIR=str(work), **extra)  # fmt: skip
@@ -189,8 +187,7 @@ async def measure(args: argparse.Namespace) -> None:
             for _ in tasks:
                 await asyncio.wait_for(opened.acquire(), SECONDS)
             await snap(1)
-            held = sum(not task.done() for task in tasks)
-            print(f"{held} of {args.streams} streams held at the snapshot", file=sys.stderr)
+            held = sum(not task.done() for task in tasks)  # the divisor: those still open
             _ = [task.cancel() for task in tasks]
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.gather(*(client.aclose() for client in pool))
