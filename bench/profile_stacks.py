@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+
 OWNERS = {
     "tripchat": "tripchat (ours)",
     "bench": "bench app (ours)",
@@ -63,7 +65,7 @@ class Frame:
 
 def package_of(path: str) -> str:
     """`chatkit` for .../site-packages/chatkit/server.py, `json` for json/encoder.py."""
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    for marker in ("site-packages/", "/work/main/", f"{ROOT}/", "lib/python3.11/"):
         if marker in path:
             path = path.split(marker, 1)[1]
     if path.startswith("<"):

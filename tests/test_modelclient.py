@@ -128,3 +128,18 @@ def test_unusual_events_take_the_sdks_path() -> None:
     assert lean_event(created_with({"name": "untagged"}), ResponseStreamEvent) is None
     assert lean_event({"type": "response.created", "response": {}}, ResponseStreamEvent) is None
     assert lean_event({"object": "chat.completion.chunk"}, ChatCompletionChunk) is None
+
+
+async def test_a_streaming_reply_lets_go_of_its_request_body_and_a_retry_resends_it(
+    openai_mock: OpenAIMock,
+) -> None:
+    prompt = "Plan it [error-once 500] [tokens 5]"
+    async with LeanOpenAI(base_url=openai_mock.base_url, api_key="test", max_retries=1) as client:
+        stream = await client.responses.create(model="gpt-4.1", input=prompt, stream=True)
+        # Held for as long as the reply streams: the body must not be (it can be large).
+        assert stream.response.request.content == b""
+        deltas = [e.delta async for e in stream if isinstance(e, ResponseTextDeltaEvent)]
+    assert "".join(deltas) == "w0 w1 w2 w3 w4 "
+    first, retry = [r.body for r in openai_mock.requests if r.body is not None]
+    assert retry == first
+    assert retry["input"] == prompt

@@ -62,3 +62,21 @@ class LeanOpenAI(AsyncOpenAI):
         if lean is not None:
             return lean
         return super()._process_response_data(data=data, cast_to=cast_to, response=response)
+
+    async def _process_response(self, *, response: httpx2.Response, **kwargs: Any) -> Any:
+        if kwargs.get("stream"):
+            release_body(response.request)
+        return await super()._process_response(response=response, **kwargs)
+
+
+def release_body(request: httpx2.Request) -> None:
+    """Drop a sent request's body while its response streams on.
+
+    The response keeps its request, and the body (instructions, tools and the history
+    sent) would stay in memory for as long as the reply streams: about 10 KB for a first
+    message, tens of KB with a long history, per reply in flight. A retry builds a new
+    request from the options, so nothing needs it once the response has begun.
+    """
+    if isinstance(request.stream, httpx2.ByteStream):
+        request.stream._stream = b""  # the transport's own request shares this stream
+    request._content = b""

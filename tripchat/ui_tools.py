@@ -187,12 +187,17 @@ def with_chatkit_tools(agent: Agent[Any]) -> Agent[Any]:
     The tools that hand over to the traveller end the turn (`StopAtTools`).
     """
     base = agent.instructions
+    # The last text made, shared by every run while the base text stays the same (it
+    # changes once a day): each reply in flight holds its instructions, several KB apiece.
+    last: list[str] = ["", UI_INSTRUCTIONS]
 
     async def instructions(context: RunContextWrapper[Any], this: Agent[Any]) -> str:
         text: Any = base(context, this) if callable(base) else (base or "")
         if inspect.isawaitable(text):
             text = await text
-        return str(text) + UI_INSTRUCTIONS
+        if str(text) != last[0]:
+            last[:] = [str(text), str(text) + UI_INSTRUCTIONS]
+        return last[1]
 
     return agent.clone(
         tools=[*agent.tools, *UI_TOOLS],
