@@ -2,7 +2,7 @@
 
     python bench/chat_bench.py [--concurrency 1,10,100] [--turns 3] [--min-turns 300]
         [--rounds 3] [--tokens 20] [--delay 0] [--long 400] [--long-concurrency 10]
-        [--long-min-turns 60] [--hold 1000] [--hold-seconds 120]
+        [--long-min-turns 60] [--hold 1000] [--hold-seconds 30]
         [--backends sqlite[,postgres]] [--pg-url postgresql://...] [--processes 1[,2]]
         [--burst 1000] [--servers ceiling,reference,tripchat] [--profile bench/profiles]
         [--json out.json]
@@ -32,8 +32,9 @@ RSS (VmHWM, reset per phase) and CPU seconds per turn (every thread of every pro
 its group). On PostgreSQL the cluster's own CPU (the postmaster and its children, found
 through pg_backend_pid()) is reported apart, when the cluster runs on this machine.
 Then `--hold` streams are held open at once against the reference and the
-first tripchat backend (replies `[tokens 2] [delay S]`: one delta, then S seconds of
-silence; opened in waves of 100) for RSS per open stream; then every reader leaves at
+first tripchat backend (replies `[tokens 100] [delay S]`: a delta every S seconds, S under
+the server's 60 s model timeout, so every stream outlasts the ramp; opened in waves of
+100) for RSS per open stream; then every reader leaves at
 once and, 3 s later, the bench counts the model calls the mock still has open and the
 partial replies stored. Long replies (`--long N`, `[tokens N]` in the message) measure
 CPU per streamed delta at C in `--long-concurrency`; each conversation is its own user
@@ -91,6 +92,8 @@ STREAMS_PER_CLIENT = 64
 """Conversations sharing one httpx client: a huge pool costs the client O(n) per request."""
 HOLD_WAVE = 100
 """Held streams opened per wave, each wave waiting for its first deltas."""
+HOLD_DELTAS = 100
+"""A held reply's deltas: enough that none ends before its reader leaves."""
 WARMUP_CONVERSATIONS = 10
 VERIFY_PARALLEL = 16
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -465,8 +468,8 @@ class Hold:
 
 
 def hold_text(i: int, seconds: float) -> str:
-    """The message of held stream i: one delta, then a pause of `seconds`."""
-    return f"hold {i} [tokens 2] [delay {seconds}]"
+    """The message of held stream i: a delta every `seconds`."""
+    return f"hold {i} [tokens {HOLD_DELTAS}] [delay {seconds}]"
 
 
 async def hold_streams(target: Target, streams: int, seconds: float, mock_url: str) -> Hold:
@@ -492,7 +495,7 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
             target.url,
             f"bench-hold-{i}",
             create_thread(hold_text(i, seconds)),
-            "w0 w1 ",
+            reply_text(HOLD_DELTAS),
             first_delta,
             result,
         )
@@ -959,7 +962,8 @@ def report(runs: list[ServerRun], args: argparse.Namespace, seconds: float) -> s
         parts += [f"## {args.burst} TCP connects at once (idle servers)", burst_table(runs), ""]
     if any(run.hold for run in runs):
         parts += [
-            f"## {args.hold} streams held open ([tokens 2] [delay {args.hold_seconds}])",
+            f"## {args.hold} streams held open "
+            f"([tokens {HOLD_DELTAS}] [delay {args.hold_seconds}])",
             hold_table(runs),
             "",
         ]
@@ -1017,8 +1021,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--hold-seconds",
         type=float,
-        default=120.0,
-        help="silence after a held reply's first delta (its clients leave before it ends)",
+        default=30.0,
+        help="seconds between a held reply's deltas (under the server's 60 s model timeout)",
     )
     parser.add_argument(
         "--burst",

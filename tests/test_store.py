@@ -495,6 +495,21 @@ async def test_add_thread_items_saves_in_order_only_into_the_owners_thread(
         await store.load_item("thr_unknown", "msg_x", ALICE)
 
 
+async def test_batches_written_at_once_all_land(store: SQLStore) -> None:
+    """A thousand readers leaving at once each save their reply's last items together."""
+    threads = [await new_thread(store) for _ in range(20)]
+    batches = [
+        (t.id, [message(t.id, f"msg_{i}_a", "a"), message(t.id, f"msg_{i}_b", "b")])
+        for t in threads
+        for i in range(25)
+    ]
+    async with anyio.create_task_group() as group:
+        for thread_id, items in batches:
+            group.start_soon(store.add_thread_items, thread_id, items, ALICE)
+    for thread in threads:
+        assert len(await all_items(store, thread.id)) == 50
+
+
 async def test_empty_thread_page(store: SQLStore) -> None:
     thread = await new_thread(store)
     for order in ("asc", "desc"):
