@@ -97,6 +97,7 @@ HOLD_DELTAS = 100
 WARMUP_CONVERSATIONS = 10
 VERIFY_PARALLEL = 16
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+CLOSE_WAIT_SECONDS = 30.0
 ABANDON_SECONDS = 3.0
 """Target 3: every model call closed and every partial reply saved this long after the
 clients left."""
@@ -461,6 +462,12 @@ class Hold:
     """Model calls still open ABANDON_SECONDS after every client left."""
     partials_saved: int
     """Held replies whose partial text was stored, read back right after that wait."""
+    closed_after_s: float
+    """When the mock had every model call closed (after the read-back, then polled each
+    second; NaN: not in 30 s)."""
+    leave_cpu_ms_per_stream: float
+    """Server CPU in the ABANDON_SECONDS after the leave: on a loaded machine, how much of
+    the work of leaving it got done."""
 
     @property
     def kb_per_stream(self) -> float:
@@ -521,12 +528,14 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
             await asyncio.sleep(0.2)
         rss_holding, open_at_sample = max(samples)
     finally:
+        cpu_left, left = group.cpu_seconds(), time.perf_counter()
         for task in tasks:  # every reader leaves at once
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(client.aclose() for client in pool))
     await asyncio.sleep(ABANDON_SECONDS)
-    still_open = await open_model_calls(mock_url)
+    still_open = open_now = await open_model_calls(mock_url)
+    leave_cpu = group.cpu_seconds() - cpu_left
     # Once each, after the leave: the reader may have had less than the server kept.
     convs = [
         Conversation(f"bench-hold-{i}", r.thread_id, [(hold_text(i, seconds), r.text)], held=True)
@@ -534,6 +543,10 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
     ]
     target.conversations += convs
     saved = await partials_stored(target, convs)
+    while open_now and time.perf_counter() - left < CLOSE_WAIT_SECONDS:
+        await asyncio.sleep(1.0)
+        open_now = await open_model_calls(mock_url)
+    closed_after = math.nan if open_now else time.perf_counter() - left
     results = held
     return Hold(
         server=target.name,
@@ -548,6 +561,8 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
         slow_connects=slow_connects(results),
         calls_open_after_leaving=still_open,
         partials_saved=saved,
+        closed_after_s=closed_after,
+        leave_cpu_ms_per_stream=1000 * leave_cpu / streams,
     )
 
 
@@ -912,6 +927,7 @@ def hold_table(runs: list[ServerRun]) -> str:
         "server", "streams", "open at sample", "ramp s", "RSS before MB", "RSS holding MB",
         "RSS after MB", "KB/stream", "CPU ms/stream", "errors", "connects > 0.9 s",
         f"model calls open {ABANDON_SECONDS:.0f} s after leaving", "partial replies saved",
+        "all closed after s", f"CPU ms/stream in those {ABANDON_SECONDS:.0f} s",
     )  # fmt: skip
     rows = [
         (
@@ -928,6 +944,8 @@ def hold_table(runs: list[ServerRun]) -> str:
             h.slow_connects,
             h.calls_open_after_leaving,
             h.partials_saved,
+            f"{h.closed_after_s:.1f}",
+            f"{h.leave_cpu_ms_per_stream:.2f}",
         )
         for run in runs
         if (h := run.hold) is not None
