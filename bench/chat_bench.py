@@ -487,6 +487,7 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
     await group.settle()
     rss_before = group.rss_kb()
     cpu_before = group.cpu_seconds()
+    since = len(await mock_requests(mock_url))
     pool = clients(streams, seconds + 120.0)
     opened = asyncio.Semaphore(0)
     open_now = [0]
@@ -534,7 +535,7 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(client.aclose() for client in pool))
     await asyncio.sleep(ABANDON_SECONDS)
-    still_open = open_now = await open_model_calls(mock_url)
+    still_open = open_now = await open_model_calls(mock_url, since)
     leave_cpu = group.cpu_seconds() - cpu_left
     # Once each, after the leave: the reader may have had less than the server kept.
     convs = [
@@ -545,7 +546,7 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
     saved = await partials_stored(target, convs)
     while open_now and time.perf_counter() - left < CLOSE_WAIT_SECONDS:
         await asyncio.sleep(1.0)
-        open_now = await open_model_calls(mock_url)
+        open_now = await open_model_calls(mock_url, since)
     closed_after = math.nan if open_now else time.perf_counter() - left
     results = held
     return Hold(
@@ -566,11 +567,17 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
     )
 
 
-async def open_model_calls(mock_url: str) -> int:
-    """Model calls the mock is still answering (a server that left would have closed them)."""
+async def mock_requests(mock_url: str) -> list[dict[str, Any]]:
+    """Every model call the mock has seen, in order."""
     async with httpx.AsyncClient(timeout=60.0, trust_env=False) as client:
         response = await client.get(mock_url.removesuffix("/v1") + "/_mock/requests")
-    return sum(not request["done"] for request in response.json())
+    return list(response.json())
+
+
+async def open_model_calls(mock_url: str, since: int) -> int:
+    """Model calls from the `since`-th on that the mock is still answering (a server that
+    left would have closed them; an earlier server's leftovers are not counted)."""
+    return sum(not request["done"] for request in (await mock_requests(mock_url))[since:])
 
 
 async def partials_stored(target: Target, convs: Sequence[Conversation]) -> int:
