@@ -2,7 +2,7 @@
 
     python bench/chat_bench.py [--concurrency 1,10,100] [--turns 3] [--min-turns 300]
         [--rounds 3] [--tokens 20] [--delay 0] [--long 400] [--long-concurrency 10]
-        [--long-min-turns 60] [--hold 1000] [--hold-seconds 120]
+        [--long-min-turns 60] [--hold 1000] [--hold-seconds 30]
         [--backends sqlite[,postgres]] [--pg-url postgresql://...] [--processes 1[,2]]
         [--burst 1000] [--servers ceiling,reference,tripchat] [--profile bench/profiles]
         [--json out.json]
@@ -32,8 +32,9 @@ RSS (VmHWM, reset per phase) and CPU seconds per turn (every thread of every pro
 its group). On PostgreSQL the cluster's own CPU (the postmaster and its children, found
 through pg_backend_pid()) is reported apart, when the cluster runs on this machine.
 Then `--hold` streams are held open at once against the reference and the
-first tripchat backend (replies `[tokens 2] [delay S]`: one delta, then S seconds of
-silence; opened in waves of 100) for RSS per open stream; then every reader leaves at
+first tripchat backend (replies `[tokens 100] [delay S]`: a delta every S seconds, S under
+the server's 60 s model timeout, so every stream outlasts the ramp; opened in waves of
+100) for RSS per open stream; then every reader leaves at
 once and, 3 s later, the bench counts the model calls the mock still has open and the
 partial replies stored. Long replies (`--long N`, `[tokens N]` in the message) measure
 CPU per streamed delta at C in `--long-concurrency`; each conversation is its own user
@@ -91,9 +92,12 @@ STREAMS_PER_CLIENT = 64
 """Conversations sharing one httpx client: a huge pool costs the client O(n) per request."""
 HOLD_WAVE = 100
 """Held streams opened per wave, each wave waiting for its first deltas."""
+HOLD_DELTAS = 100
+"""A held reply's deltas: enough that none ends before its reader leaves."""
 WARMUP_CONVERSATIONS = 10
 VERIFY_PARALLEL = 16
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+CLOSE_WAIT_SECONDS = 30.0
 ABANDON_SECONDS = 3.0
 """Target 3: every model call closed and every partial reply saved this long after the
 clients left."""
@@ -130,6 +134,8 @@ class Conversation:
     user: str
     thread_id: str | None = None
     exchanges: list[tuple[str, str]] = field(default_factory=list)
+    held: bool = False
+    """Its reader left mid-reply: the server may have kept more than was read."""
 
 
 class SSEFrames:
@@ -456,10 +462,21 @@ class Hold:
     """Model calls still open ABANDON_SECONDS after every client left."""
     partials_saved: int
     """Held replies whose partial text was stored, read back right after that wait."""
+    closed_after_s: float
+    """When the mock had every model call closed (after the read-back, then polled each
+    second; NaN: not in 30 s)."""
+    leave_cpu_ms_per_stream: float
+    """Server CPU in the ABANDON_SECONDS after the leave: on a loaded machine, how much of
+    the work of leaving it got done."""
 
     @property
     def kb_per_stream(self) -> float:
         return 1024 * (self.rss_holding_mb - self.rss_before_mb) / max(self.open_at_sample, 1)
+
+
+def hold_text(i: int, seconds: float) -> str:
+    """The message of held stream i: a delta every `seconds`."""
+    return f"hold {i} [tokens {HOLD_DELTAS}] [delay {seconds}]"
 
 
 async def hold_streams(target: Target, streams: int, seconds: float, mock_url: str) -> Hold:
@@ -470,6 +487,7 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
     await group.settle()
     rss_before = group.rss_kb()
     cpu_before = group.cpu_seconds()
+    since = len(await mock_requests(mock_url))
     pool = clients(streams, seconds + 120.0)
     opened = asyncio.Semaphore(0)
     open_now = [0]
@@ -479,15 +497,13 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
         opened.release()
 
     async def one(i: int) -> TurnResult:
-        conv = Conversation(f"bench-hold-{i}")
-        text = f"hold {i} [tokens 2] [delay {seconds}]"
         result = held[i]
         await run_turn(
             pool[i % len(pool)],
             target.url,
-            conv.user,
-            create_thread(text),
-            "w0 w1 ",
+            f"bench-hold-{i}",
+            create_thread(hold_text(i, seconds)),
+            reply_text(HOLD_DELTAS),
             first_delta,
             result,
         )
@@ -495,9 +511,6 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
             open_now[0] -= 1
         else:
             opened.release()  # never opened: do not keep the wave waiting
-        conv.thread_id = result.thread_id
-        conv.exchanges.append((text, result.text))
-        target.conversations.append(conv)
         return result
 
     held = [TurnResult(ok=False) for _ in range(streams)]
@@ -516,17 +529,25 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
             await asyncio.sleep(0.2)
         rss_holding, open_at_sample = max(samples)
     finally:
+        cpu_left, left = group.cpu_seconds(), time.perf_counter()
         for task in tasks:  # every reader leaves at once
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(client.aclose() for client in pool))
     await asyncio.sleep(ABANDON_SECONDS)
-    still_open = await open_model_calls(mock_url)
-    for i, result in enumerate(held):
-        text = f"hold {i} [tokens 2] [delay {seconds}]"
-        conv = Conversation(f"bench-hold-{i}", result.thread_id, [(text, result.text)])
-        target.conversations.append(conv)
-    saved = await partials_stored(target, target.conversations[-streams:])
+    still_open = open_now = await open_model_calls(mock_url, since)
+    leave_cpu = group.cpu_seconds() - cpu_left
+    # Once each, after the leave: the reader may have had less than the server kept.
+    convs = [
+        Conversation(f"bench-hold-{i}", r.thread_id, [(hold_text(i, seconds), r.text)], held=True)
+        for i, r in enumerate(held)
+    ]
+    target.conversations += convs
+    saved = await partials_stored(target, convs)
+    while open_now and time.perf_counter() - left < CLOSE_WAIT_SECONDS:
+        await asyncio.sleep(1.0)
+        open_now = await open_model_calls(mock_url, since)
+    closed_after = math.nan if open_now else time.perf_counter() - left
     results = held
     return Hold(
         server=target.name,
@@ -541,14 +562,22 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
         slow_connects=slow_connects(results),
         calls_open_after_leaving=still_open,
         partials_saved=saved,
+        closed_after_s=closed_after,
+        leave_cpu_ms_per_stream=1000 * leave_cpu / streams,
     )
 
 
-async def open_model_calls(mock_url: str) -> int:
-    """Model calls the mock is still answering (a server that left would have closed them)."""
+async def mock_requests(mock_url: str) -> list[dict[str, Any]]:
+    """Every model call the mock has seen, in order."""
     async with httpx.AsyncClient(timeout=60.0, trust_env=False) as client:
         response = await client.get(mock_url.removesuffix("/v1") + "/_mock/requests")
-    return sum(not request["done"] for request in response.json())
+    return list(response.json())
+
+
+async def open_model_calls(mock_url: str, since: int) -> int:
+    """Model calls from the `since`-th on that the mock is still answering (a server that
+    left would have closed them; an earlier server's leftovers are not counted)."""
+    return sum(not request["done"] for request in (await mock_requests(mock_url))[since:])
 
 
 async def partials_stored(target: Target, convs: Sequence[Conversation]) -> int:
@@ -611,6 +640,16 @@ async def connect_burst(target: Target, count: int) -> Burst:
     )
 
 
+def same_messages(got: list[tuple[str, str]], expected: list[tuple[str, str]], held: bool) -> bool:
+    """Equal; for a held reply, the stored one may go on past what its reader took."""
+    if not held or len(got) != len(expected):
+        return got == expected
+    return all(
+        g == e or (g[0] == e[0] == "assistant_message" and g[1].startswith(e[1]))
+        for g, e in zip(got, expected, strict=True)
+    )
+
+
 async def read_back(target: Target) -> list[str]:
     """Every conversation's messages, read back with items.list; returns what is missing."""
     problems: list[str] = []
@@ -638,10 +677,8 @@ async def read_back(target: Target) -> list[str]:
                 problems.append(f"{conv.thread_id}: items.list HTTP {response.status_code}")
                 return
             got = message_texts(response.json()["data"])
-            if got != expected:
-                problems.append(
-                    f"{conv.thread_id}: stored {len(got)} messages, expected {len(expected)}"
-                )
+            if not same_messages(got, expected, conv.held):
+                problems.append(f"{conv.thread_id}: stored {got}, expected {expected}"[:200])
 
         await asyncio.gather(*(check(i, conv) for i, conv in enumerate(target.conversations)))
     return problems
@@ -897,6 +934,7 @@ def hold_table(runs: list[ServerRun]) -> str:
         "server", "streams", "open at sample", "ramp s", "RSS before MB", "RSS holding MB",
         "RSS after MB", "KB/stream", "CPU ms/stream", "errors", "connects > 0.9 s",
         f"model calls open {ABANDON_SECONDS:.0f} s after leaving", "partial replies saved",
+        "all closed after s", f"CPU ms/stream in those {ABANDON_SECONDS:.0f} s",
     )  # fmt: skip
     rows = [
         (
@@ -913,6 +951,8 @@ def hold_table(runs: list[ServerRun]) -> str:
             h.slow_connects,
             h.calls_open_after_leaving,
             h.partials_saved,
+            f"{h.closed_after_s:.1f}",
+            f"{h.leave_cpu_ms_per_stream:.2f}",
         )
         for run in runs
         if (h := run.hold) is not None
@@ -947,7 +987,8 @@ def report(runs: list[ServerRun], args: argparse.Namespace, seconds: float) -> s
         parts += [f"## {args.burst} TCP connects at once (idle servers)", burst_table(runs), ""]
     if any(run.hold for run in runs):
         parts += [
-            f"## {args.hold} streams held open ([tokens 2] [delay {args.hold_seconds}])",
+            f"## {args.hold} streams held open "
+            f"([tokens {HOLD_DELTAS}] [delay {args.hold_seconds}])",
             hold_table(runs),
             "",
         ]
@@ -1005,8 +1046,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--hold-seconds",
         type=float,
-        default=120.0,
-        help="silence after a held reply's first delta (its clients leave before it ends)",
+        default=30.0,
+        help="seconds between a held reply's deltas (under the server's 60 s model timeout)",
     )
     parser.add_argument(
         "--burst",

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from agents import Agent
+from agents import Agent, AgentHooks, RunContextWrapper
 from chatkit.server import NonStreamingResult, StreamingResult
 from chatkit.store import NotFoundError
 from chatkit.types import (
@@ -576,6 +576,37 @@ async def test_a_client_leaving_cancels_the_run_and_keeps_the_partial_reply(
     assert (await chat.assistant_texts(thread_id))[-1] == words(2)
 
 
+class AgentsSeen(AgentHooks[Any]):
+    """Records the agent object each run starts with."""
+
+    def __init__(self) -> None:
+        self.agents: list[Agent[Any]] = []
+
+    async def on_start(self, context: RunContextWrapper[Any], agent: Agent[Any]) -> None:
+        self.agents.append(agent)
+
+
+@pytest.mark.usefixtures("tolerate_chatkit_task_leaks")
+async def test_replies_in_flight_at_once_each_run_their_own_agent(chat: Chat) -> None:
+    """The Agents SDK compares every run of one agent object with every other at each
+    run's start and end: shared by a thousand replies ending at once, that is seconds of
+    CPU before their model calls close. Each reply runs its own copy (same tools)."""
+    seen = AgentsSeen()
+    chat.server.agent.hooks = seen
+    held = "held [tokens 2] [delay 30]"
+    results = [await start(chat, create_body(held), RequestContext(f"u{i}")) for i in range(3)]
+    for result in results:
+        await _read_deltas(result.json_events, 1)
+    assert len({id(agent) for agent in seen.agents}) == 3
+    assert all(agent is not chat.server.agent for agent in seen.agents)
+    assert all(agent.tools is chat.server.agent.tools for agent in seen.agents)
+    for result in results:
+        await result.json_events.aclose()
+    for record in chat.mock.requests:
+        await wait_done(record)
+        assert record.disconnected
+
+
 LAGGING_REPLY = "long one [tokens 3000] [delay 0.001]"
 """A reply that takes at least 3 s, its events far more than a reader's buffer would hold."""
 LAG_SECONDS = 1.0
@@ -652,13 +683,13 @@ async def test_a_second_cancellation_does_not_cut_the_save_short(
     )
     assert isinstance(result, StreamingResult)
     thread_id = await _read_deltas(result.json_events, 5)
-    save = chat.store.add_thread_item
+    save = chat.store.add_thread_items
 
-    async def slow_save(thread_id: str, item: ThreadItem, context: RequestContext) -> None:
+    async def slow_save(thread_id: str, items: list[ThreadItem], context: RequestContext) -> None:
         await anyio.sleep(0.3)  # long enough for the second cancellation to land mid-save
-        await save(thread_id, item, context)
+        await save(thread_id, items, context)
 
-    monkeypatch.setattr(chat.store, "add_thread_item", slow_save)
+    monkeypatch.setattr(chat.store, "add_thread_items", slow_save)
     with anyio.fail_after(10):
         await race(chat, result.json_events)
 

@@ -478,6 +478,38 @@ async def test_upsert_updates_in_place_and_keeps_position(store: SQLStore, metho
     assert await store.load_item(thread.id, items[1].id, ALICE) == edited
 
 
+async def test_add_thread_items_saves_in_order_only_into_the_owners_thread(
+    store: SQLStore,
+) -> None:
+    thread = await new_thread(store)
+    items = await add_messages(store, thread.id, 2)
+    edited = message(thread.id, items[0].id, "edited")
+    added = [message(thread.id, "msg_new_1", "one"), message(thread.id, "msg_new_2", "two")]
+    await store.add_thread_items(thread.id, [edited, *added], ALICE)
+    # Another user's thread, or one that is gone, takes nothing (and raises nothing).
+    await store.add_thread_items(thread.id, [message(thread.id, "msg_bob", "bob")], BOB)
+    await store.add_thread_items("thr_unknown", [message("thr_unknown", "msg_x", "x")], ALICE)
+
+    assert await all_items(store, thread.id) == [edited, items[1], *added]
+    with pytest.raises(NotFoundError):
+        await store.load_item("thr_unknown", "msg_x", ALICE)
+
+
+async def test_batches_written_at_once_all_land(store: SQLStore) -> None:
+    """A thousand readers leaving at once each save their reply's last items together."""
+    threads = [await new_thread(store) for _ in range(20)]
+    batches = [
+        (t.id, [message(t.id, f"msg_{i}_a", "a"), message(t.id, f"msg_{i}_b", "b")])
+        for t in threads
+        for i in range(25)
+    ]
+    async with anyio.create_task_group() as group:
+        for thread_id, items in batches:
+            group.start_soon(store.add_thread_items, thread_id, items, ALICE)
+    for thread in threads:
+        assert len(await all_items(store, thread.id)) == 50
+
+
 async def test_empty_thread_page(store: SQLStore) -> None:
     thread = await new_thread(store)
     for order in ("asc", "desc"):

@@ -9,6 +9,7 @@ becomes a retryable message. It knows nothing of requests, routing or the web.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -26,6 +27,7 @@ from chatkit.types import (
     Attachment,
     CustomTask,
     HiddenContextItem,
+    SDKHiddenContextItem,
     ThreadItem,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
@@ -52,6 +54,8 @@ logger = logging.getLogger("tripchat.bridge")
 
 TOOL_IO = "tripchat.tool_io"
 ANNOUNCE_SECONDS = 5.0
+CANCELLED_NOTE = "The user cancelled the stream. Stop responding to the prior request."
+"""The hidden note ChatKit's `handle_stream_cancelled` leaves after a stopped reply."""
 
 
 AttachmentContent = Callable[[Attachment], Awaitable[ResponseInputContentParam]]
@@ -221,7 +225,7 @@ async def run_turn(
     """
     hooks = ToolStepHooks(own_items)
     result = Runner.run_streamed(
-        agent, await converter.to_agent_input(history), context=ctx, hooks=hooks
+        own_agent(agent), await converter.to_agent_input(history), context=ctx, hooks=hooks
     )
     try:
         async for event in _real_ids(stream_agent_response(ctx, coalescing(result)), ctx):
@@ -233,6 +237,33 @@ async def run_turn(
     finally:
         if not result.is_complete:
             result.cancel()
+
+
+def stopped_reply(thread_id: str, pending: list[ThreadItem], note_id: str) -> list[ThreadItem]:
+    """What ChatKit's `handle_stream_cancelled` keeps of a stopped reply, in order: its
+    assistant messages that have text, then the hidden note that it was stopped (so the
+    next turn does not carry it on)."""
+    kept: list[ThreadItem] = [
+        item
+        for item in pending
+        if isinstance(item, AssistantMessageItem) and any(c.text.strip() for c in item.content)
+    ]
+    note = SDKHiddenContextItem(
+        id=note_id, thread_id=thread_id, created_at=datetime.now(), content=CANCELLED_NOTE
+    )
+    return [*kept, note]
+
+
+def own_agent(agent: Agent[Any]) -> Agent[Any]:
+    """`agent` as an object of this run alone (its fields, tools among them, shared).
+
+    The Agents SDK checks that no run changes an agent's tools under another by comparing
+    every run of the same agent object with every other, at each run's start and end: with
+    a thousand replies of one shared agent ending together, that is a million comparisons
+    and seconds of CPU before their model calls close. A shallow copy per run keeps each
+    check to itself; `Agent.clone` would do the same at 50x the cost (it re-validates).
+    """
+    return copy.copy(agent)
 
 
 def _with_sources(event: ThreadStreamEvent, sources: list[URLSource]) -> ThreadStreamEvent:

@@ -14,7 +14,6 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from importlib.resources import files
-from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 from chatkit.store import NotFoundError, Store, StoreItemType
@@ -40,6 +39,12 @@ _ID_PREFIXES: dict[StoreItemType, str] = {
 }
 
 Row = Sequence[Any]
+_UPSERT_ITEM = (  # only while the thread is its owner's; an upsert, see `add_thread_item`
+    "INSERT INTO chatkit_items (thread_id, item_id, item_type, item_data) SELECT ?, ?, ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM chatkit_threads WHERE thread_id = ? AND user_id = ?) "
+    "ON CONFLICT (thread_id, item_id) DO UPDATE SET item_type = excluded.item_type, "
+    "item_data = excluded.item_data"
+)
 T = TypeVar("T")
 
 
@@ -93,12 +98,7 @@ class SQLStore(LeaseStore, Store[HasUserId], ABC):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def secret_key(self) -> bytes:
@@ -259,20 +259,21 @@ class SQLStore(LeaseStore, Store[HasUserId], ABC):
         await self.save_item(thread_id, item, context)
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: HasUserId) -> None:
-        await self._one(
-            f"Thread {thread_id} not found",
-            "INSERT INTO chatkit_items (thread_id, item_id, item_type, item_data) "
-            "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM chatkit_threads "
-            "WHERE thread_id = ? AND user_id = ?) "
-            "ON CONFLICT (thread_id, item_id) DO UPDATE SET item_type = excluded.item_type, "
-            "item_data = excluded.item_data RETURNING id",
-            thread_id,
-            item.id,
-            item.type,
-            self._json(_ITEM.dump_json(item).decode()),
-            thread_id,
-            context.user_id,
+        row = self._item_row(thread_id, item, context)
+        await self._one(f"Thread {thread_id} not found", f"{_UPSERT_ITEM} RETURNING id", *row)
+
+    async def add_thread_items(
+        self, thread_id: str, items: Sequence[ThreadItem], context: HasUserId
+    ) -> None:
+        """Items upserted in one call (on PostgreSQL one transaction): a reply ending saves
+        its last items with one round trip. None are saved if the thread is gone."""
+        await self._executemany(
+            _UPSERT_ITEM, [self._item_row(thread_id, i, context) for i in items]
         )
+
+    def _item_row(self, thread_id: str, item: ThreadItem, context: HasUserId) -> Row:
+        data = self._json(_ITEM.dump_json(item).decode())
+        return (thread_id, item.id, item.type, data, thread_id, context.user_id)
 
     async def load_item(self, thread_id: str, item_id: str, context: HasUserId) -> ThreadItem:
         row = await self._one(

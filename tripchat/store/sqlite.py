@@ -84,5 +84,8 @@ class SQLiteStore(SQLStore):
         await self._conn.execute_fetchall(sql, args)
 
     async def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        # One call into aiosqlite's thread, so no other statement runs in between.
-        await self._conn.executemany(sql, rows)
+        # One call into aiosqlite's thread, so no other statement runs in between. The
+        # cursor is closed in that thread too: dropped on the event loop's, it resets its
+        # cached statement while the next caller may be running it ("API misuse").
+        async with self._conn.executemany(sql, rows):
+            pass
