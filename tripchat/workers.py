@@ -1,4 +1,4 @@
-"""`tripchat serve --workers N`: N serving processes on one listening socket.
+"""`tripchat serve --workers N`: N serving processes on one port.
 
 The parent binds a listening socket per child, all on one port with SO_REUSEPORT, and
 starts N children (`tripchat serve --fd ...`), each inheriting its own; the kernel spreads
@@ -55,7 +55,7 @@ def listen_each(config: Config, host: str, port: int, count: int) -> tuple[int, 
         try:
             made = config.create_sockets()
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise _cannot_listen(host, port, exc) from None
         sockets = [*made.secure_sockets, *made.insecure_sockets]
         if port == 0:  # the next processes' sockets join the port the kernel chose
             port = int(sockets[0].getsockname()[1])
@@ -75,7 +75,11 @@ def _refuse_a_taken_port(host: str, port: int) -> None:
         try:
             probe.bind((address, port))
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise _cannot_listen(host, port, exc) from None
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    return ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 async def supervise(child_argv: Sequence[str], sockets: Sequence[Sequence[int]]) -> int:
