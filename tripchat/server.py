@@ -59,7 +59,7 @@ from chatkit.types import (
     is_streaming_req,
 )
 
-from . import leanidentity
+from . import leanrun
 from .actions import TripActions
 from .attachments import Attachments
 from .bridge import TripItemConverter, run_turn, stopped_reply
@@ -118,7 +118,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         super().__init__(cast(Store[RequestContext], store), self.attachments)
         self.sql_store = store
         self.agent = with_chatkit_tools(agent)
-        leanidentity.install()  # a lone agent's run-state keys without serialising it
+        leanrun.install()  # the SDK's per-run set-up without its moot work
         self.history_items = history_items
         self.streams = Streams(max_streams_per_user, store, lease_seconds)
         self.draining = False
