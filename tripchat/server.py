@@ -76,6 +76,7 @@ from .protocol import (
     text_of,
     thread_id_of,
 )
+from .replyqueue import ReplyQueue
 from .signing import Signer
 from .store import SQLStore
 from .streams import DELETED, Busy, Slot, Streams
@@ -164,7 +165,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         except BaseException:
             self.streams.end(slot)
             raise
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        queue = ReplyQueue()
         producer = asyncio.create_task(self._produce(request, context, queue, slot))
         self.streams.start(slot, producer)
         return StreamingResult(self._stream(queue, producer, slot))
@@ -255,7 +256,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
     # -- streaming: a producer task per stream, so shutdown can stop it cleanly --
 
     async def _stream(
-        self, queue: asyncio.Queue[bytes | None], producer: asyncio.Task[None], slot: Slot
+        self, queue: ReplyQueue, producer: asyncio.Task[None], slot: Slot
     ) -> AsyncGenerator[bytes, None]:
         """The reply's frames as they come. The queue is unbounded on purpose: a producer
         blocked on a full queue is cancelled outside the SDK's handler, which then never
@@ -288,7 +289,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         self,
         request: StreamingReq,
         context: RequestContext,
-        queue: asyncio.Queue[bytes | None],
+        queue: ReplyQueue,
         slot: Slot,
     ) -> None:
         """Run the stream into `queue`; it only ever waits inside the SDK's pipeline."""
