@@ -396,8 +396,9 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         )
         agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
         converter = TripItemConverter(partial(self.attachments.to_model, context=context))
-        history = list(reversed(page.data))
-        async for event in run_turn(self.agent, history, agent_context, converter, UI_TOOL_NAMES):
+        turn = run_turn(self.agent, page.data[::-1], agent_context, converter, UI_TOOL_NAMES)
+        del page  # parsed items held for the whole reply: tens of KB with a long history
+        async for event in turn:
             yield event
         if thread.title is None and input_user_message is not None:
             thread.title = short_title(text_of(input_user_message))
