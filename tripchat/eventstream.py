@@ -19,11 +19,11 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-SSE_HEADERS = [
+SSE_HEADERS = (
     (b"cache-control", b"no-cache, no-transform"),
     (b"x-accel-buffering", b"no"),
     (b"content-type", b"text/event-stream; charset=utf-8"),
-]
+)
 """What `StreamingResponse(media_type="text/event-stream")` sent: no caching, and no
 buffering by a proxy (nginx), so every delta reaches the browser as it is written."""
 
@@ -36,7 +36,7 @@ class EventStream(Response):
         self.frames = frames
         self.status_code = 200
         self.background = None
-        self.raw_headers = list(SSE_HEADERS)  # CORS middleware may add to a response's own
+        self.raw_headers = list(SSE_HEADERS)  # its own: a middleware may add to it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         left = anyio.CancelScope()
