@@ -507,6 +507,12 @@ async def test_cors_allows_only_the_configured_origins(serve: Serve) -> None:
         simple = await client.post(request("threads.list"), Origin=ORIGIN)
         assert simple.headers["access-control-allow-origin"] == ORIGIN
 
+        create = request("threads.create", input=user_input("Porto? [tokens 2]"))
+        streamed = await client.post(create, Origin=ORIGIN)
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        assert streamed.headers["access-control-allow-origin"] == ORIGIN
+        assert parse_frames(streamed.content)[-1]["type"] == "thread.updated"
+
 
 async def test_without_cors_origins_no_cors_headers(client: Client) -> None:
     response = await client.http.options("/chatkit", headers=_preflight(ORIGIN))

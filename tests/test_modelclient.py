@@ -136,10 +136,29 @@ async def test_a_streaming_reply_lets_go_of_its_request_body_and_a_retry_resends
     prompt = "Plan it [error-once 500] [tokens 5]"
     async with LeanOpenAI(base_url=openai_mock.base_url, api_key="test", max_retries=1) as client:
         stream = await client.responses.create(model="gpt-4.1", input=prompt, stream=True)
-        # Held for as long as the reply streams: the body must not be (it can be large).
+        # Held for as long as the reply streams: the body must not be (it can be large),
+        # nor the parameters it was made of.
         assert stream.response.request.content == b""
+        assert stream._options is not None and stream._options.json_data is None
         deltas = [e.delta async for e in stream if isinstance(e, ResponseTextDeltaEvent)]
     assert "".join(deltas) == "w0 w1 w2 w3 w4 "
     first, retry = [r.body for r in openai_mock.requests if r.body is not None]
     assert retry == first
     assert retry["input"] == prompt
+
+
+async def test_the_agents_sdks_raw_stream_lets_go_of_its_parameters(
+    openai_mock: OpenAIMock,
+) -> None:
+    """The Agents SDK streams through `with_streaming_response` and keeps that response
+    (and its options) until the reply ends: the tools and the input must not stay with it."""
+    tools = [{"type": "function", "name": "plan", "parameters": {"type": "object"}}]
+    async with LeanOpenAI(base_url=openai_mock.base_url, api_key="test") as client:
+        create = client.responses.with_streaming_response.create
+        async with create(model="gpt-4.1", input="[tokens 3]", tools=tools, stream=True) as raw:
+            stream = await raw.parse()
+            assert raw._options.json_data is None
+            deltas = [e.delta async for e in stream if isinstance(e, ResponseTextDeltaEvent)]
+    assert "".join(deltas) == "w0 w1 w2 "
+    assert openai_mock.requests[-1].body is not None
+    assert openai_mock.requests[-1].body["tools"][0]["name"] == "plan"

@@ -37,6 +37,7 @@ from .bridge import ignore_sdk_leftovers
 from .config import EXIT_USAGE, ConfigError, Settings
 from .context import RequestContext
 from .dictation import Dictation
+from .eventstream import EventStream
 from .protocol import RequestError
 from .server import TripPlannerServer
 from .signing import Signer
@@ -46,7 +47,6 @@ from .uploads import Start, attachment_json, receive_file
 
 logger = logging.getLogger("tripchat.asgi")
 
-SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 # How much of a refused body we read and drop so HTTP/2 peers keep their connection.
 DISCARD_BYTES = 64 * 1024 * 1024
 DISCARD_SECONDS = 5.0
@@ -233,7 +233,7 @@ def create_app(
             logger.exception("request failed")
             return error(500, "internal server error")
         if isinstance(result, StreamingResult):
-            return StreamingResponse(result, media_type="text/event-stream", headers=SSE_HEADERS)
+            return EventStream(result.json_events)
         return Response(result.json, media_type="application/json")
 
     async def calendar(request: Request) -> Response:

@@ -227,6 +227,7 @@ async def run_turn(
     result = Runner.run_streamed(
         own_agent(agent), await converter.to_agent_input(history), context=ctx, hooks=hooks
     )
+    del history  # its model input is made; the parsed items would be held to the reply's end
     try:
         async for event in _real_ids(stream_agent_response(ctx, coalescing(result)), ctx):
             yield _with_sources(event, hooks.sources)

@@ -63,20 +63,27 @@ class LeanOpenAI(AsyncOpenAI):
             return lean
         return super()._process_response_data(data=data, cast_to=cast_to, response=response)
 
-    async def _process_response(self, *, response: httpx2.Response, **kwargs: Any) -> Any:
+    async def _process_response(
+        self, *, response: httpx2.Response, options: FinalRequestOptions, **kwargs: Any
+    ) -> Any:
         if kwargs.get("stream"):
-            release_body(response.request)
-        return await super()._process_response(response=response, **kwargs)
+            release_body(response.request, options)
+        return await super()._process_response(response=response, options=options, **kwargs)
 
 
-def release_body(request: httpx2.Request) -> None:
-    """Drop a sent request's body while its response streams on.
+def release_body(request: httpx2.Request, options: FinalRequestOptions) -> None:
+    """Drop a sent request's body, and the parameters it was made of, while its response
+    streams on.
 
     The response keeps its request, and the body (instructions, tools and the history
     sent) would stay in memory for as long as the reply streams: about 10 KB for a first
-    message, tens of KB with a long history, per reply in flight. A retry builds a new
-    request from the options, so nothing needs it once the response has begun.
+    message, tens of KB with a long history, per reply in flight. The response and its
+    stream also keep this attempt's options, whose `json_data` holds the parameters: the
+    Agents SDK's dump-ready copies of the tools and the input (another 5-15 KB). A retry
+    is a new attempt built from the caller's options, and the stream reads only the
+    options' parsing settings, so nothing needs either once the response has begun.
     """
     if isinstance(request.stream, httpx2.ByteStream):
         request.stream._stream = b""  # the transport's own request shares this stream
     request._content = b""
+    options.json_data = None

@@ -77,6 +77,7 @@ from .protocol import (
     text_of,
     thread_id_of,
 )
+from .replyqueue import ReplyQueue
 from .signing import Signer
 from .store import SQLStore
 from .streams import DELETED, Busy, Slot, Streams
@@ -166,7 +167,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         except BaseException:
             self.streams.end(slot)
             raise
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        queue = ReplyQueue()
         producer = asyncio.create_task(self._produce(request, context, queue, slot))
         self.streams.start(slot, producer)
         return StreamingResult(self._stream(queue, producer, slot))
@@ -257,7 +258,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
     # -- streaming: a producer task per stream, so shutdown can stop it cleanly --
 
     async def _stream(
-        self, queue: asyncio.Queue[bytes | None], producer: asyncio.Task[None], slot: Slot
+        self, queue: ReplyQueue, producer: asyncio.Task[None], slot: Slot
     ) -> AsyncGenerator[bytes, None]:
         """The reply's frames as they come. The queue is unbounded on purpose: a producer
         blocked on a full queue is cancelled outside the SDK's handler, which then never
@@ -290,7 +291,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         self,
         request: StreamingReq,
         context: RequestContext,
-        queue: asyncio.Queue[bytes | None],
+        queue: ReplyQueue,
         slot: Slot,
     ) -> None:
         """Run the stream into `queue`; it only ever waits inside the SDK's pipeline."""
@@ -397,8 +398,9 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         )
         agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
         converter = TripItemConverter(partial(self.attachments.to_model, context=context))
-        history = list(reversed(page.data))
-        async for event in run_turn(self.agent, history, agent_context, converter, UI_TOOL_NAMES):
+        turn = run_turn(self.agent, page.data[::-1], agent_context, converter, UI_TOOL_NAMES)
+        del page  # parsed items held for the whole reply: tens of KB with a long history
+        async for event in turn:
             yield event
         if thread.title is None and input_user_message is not None:
             thread.title = short_title(text_of(input_user_message))
