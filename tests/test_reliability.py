@@ -291,6 +291,43 @@ async def test_an_upstream_fault_ends_in_a_retryable_error(
     assert_clean_log(fault_server)
 
 
+MID_REPLY_FAULTS = {
+    "cut": ("[tokens 6] [delay 0.2] [cut-after 3]", "could not reach"),
+    "failed-event": ("[tokens 6] [delay 0.2] [fail-after 3]", "failed to answer"),
+}
+
+
+@pytest.mark.parametrize("case", MID_REPLY_FAULTS)
+async def test_a_model_failure_mid_reply_keeps_the_text_and_logs_a_warning(
+    fault_server: ServerProcess, case: str
+) -> None:
+    """The connection to the model drops, or the model's stream reports a failure, after
+    some text: the text stays in the thread, and the log has a warning, not a traceback
+    (both model APIs: `test_partial`)."""
+    directive, message = MID_REPLY_FAULTS[case]
+    greeting, text = unique("[tokens 1]"), unique(directive)
+    with anyio.fail_after(TEST_SECONDS):
+        async with http_client() as client:
+            first = await stream_turn(client, fault_server.url, create_thread(greeting), {})
+            thread_id = thread_id_of(first.events)
+            turn = await stream_turn(client, fault_server.url, add_message(thread_id, text), {})
+            error = turn.events[-1]
+            assert error["type"] == "error" and error["allow_retry"] is True, turn.events
+            assert message in error["message"], error
+            partial = assistant_text(turn.events)
+            saved = await saved_messages(client, fault_server.url, thread_id, {}, 4)
+    assert partial.strip() and words(3).startswith(partial), partial
+    assert saved == [
+        ("user_message", greeting),
+        ("assistant_message", words(1)),
+        ("user_message", text),
+        ("assistant_message", partial),
+    ]
+    log = fault_server.log_path.read_text(errors="replace")
+    assert f"WARNING tripchat.bridge model request failed for thread {thread_id}" in log, log
+    assert_clean_log(fault_server)
+
+
 async def test_a_429_is_retried_then_ends_in_a_retryable_error(
     mock: OpenAIMock, tmp_path: Path
 ) -> None:
