@@ -35,6 +35,8 @@ FAILED_NOTE = (
     "the user saw only the part above. Do not treat it as complete."
 )
 """The hidden note left after a reply the model failed to finish."""
+HIDDEN = ("hidden_context_item", "sdk_hidden_context")
+"""Item types the user never sees (ChatKit does not send them)."""
 
 
 def with_text(pending: list[ThreadItem]) -> list[ThreadItem]:
@@ -79,25 +81,26 @@ class Streamed:
         """The workflow this reply added, if any: it may still be open."""
 
     def see(self, event: ThreadStreamEvent) -> None:
-        """Note `event`, which has just been sent on to the client."""
-        if isinstance(event, ThreadItemUpdatedEvent):
+        """Note `event`, which has just been sent on to the client.
+
+        Exact type checks: `isinstance` on a pydantic class goes through `ABCMeta`, at
+        several times the cost, on every delta.
+        """
+        if type(event) is ThreadItemUpdatedEvent:
             update = event.update
-            if isinstance(update, AssistantMessageContentPartTextDelta):
+            if type(update) is AssistantMessageContentPartTextDelta:
                 self._deltas.append(update.delta)
-            elif isinstance(update, AssistantMessageContentPartDone):
+            elif type(update) is AssistantMessageContentPartDone:
                 self._parts.append(update.content)
                 self._deltas = []
-        elif isinstance(event, ThreadItemAddedEvent):
-            if isinstance(event.item, AssistantMessageItem):
+        elif type(event) is ThreadItemAddedEvent:
+            if type(event.item) is AssistantMessageItem:
                 self._message, self._parts, self._deltas = event.item, [], []
             else:
                 self.shown = True
-                if isinstance(event.item, WorkflowItem):
+                if type(event.item) is WorkflowItem:
                     self.workflow_id = event.item.id
-        elif isinstance(event, ThreadItemDoneEvent) and event.item.type not in (
-            "hidden_context_item",
-            "sdk_hidden_context",
-        ):
+        elif type(event) is ThreadItemDoneEvent and event.item.type not in HIDDEN:
             self.shown = True
             if self._message is not None and event.item.id == self._message.id:
                 self._message = None
