@@ -63,17 +63,20 @@ def stopped_reply(thread_id: str, pending: list[ThreadItem], note_id: str) -> li
 
 
 class Streamed:
-    """What a reply has shown so far: the assistant message being streamed (as it was
-    added, its finished parts and the text deltas of the current one), and whether
+    """What a reply has shown so far: the assistant message being streamed (its id and
+    start, its finished parts and the text deltas of the current one), and whether
     anything else visible (a workflow, a widget, an earlier message) went out.
 
-    Per text delta it appends the delta's string: no copy, no model built.
+    Per text delta it appends the delta's string: no copy, no model built; the message
+    is built only if the reply is cut short.
     """
 
     __slots__ = ("_deltas", "_message", "_parts", "shown", "workflow_id")
 
     def __init__(self) -> None:
-        self._message: AssistantMessageItem | None = None
+        self._message: tuple[str, str, datetime] | None = None
+        """(id, thread id, created_at) of the message being streamed: not the item, which
+        nothing else keeps once it is sent."""
         self._parts: list[AssistantMessageContent] = []
         self._deltas: list[str] = []
         self.shown = False
@@ -95,14 +98,16 @@ class Streamed:
                 self._deltas = []
         elif type(event) is ThreadItemAddedEvent:
             if type(event.item) is AssistantMessageItem:
-                self._message, self._parts, self._deltas = event.item, [], []
+                item = event.item
+                self._message = (item.id, item.thread_id, item.created_at)
+                self._parts, self._deltas = [], []
             else:
                 self.shown = True
                 if type(event.item) is WorkflowItem:
                     self.workflow_id = event.item.id
         elif type(event) is ThreadItemDoneEvent and event.item.type not in HIDDEN:
             self.shown = True
-            if self._message is not None and event.item.id == self._message.id:
+            if self._message is not None and event.item.id == self._message[0]:
                 self._message = None
 
     def message(self) -> AssistantMessageItem | None:
@@ -112,7 +117,10 @@ class Streamed:
         content = [*self._parts]
         if self._deltas:
             content.append(AssistantMessageContent(text="".join(self._deltas)))
-        return self._message.model_copy(update={"content": content})
+        item_id, thread_id, created_at = self._message
+        return AssistantMessageItem(
+            id=item_id, thread_id=thread_id, created_at=created_at, content=content
+        )
 
 
 async def cut_short(ctx: AgentContext[RequestContext], streamed: Streamed) -> list[ThreadItem]:
