@@ -3,7 +3,8 @@
 `run_turn` feeds a thread's history to the agent and streams its answer as thread events:
 tool steps appear as workflow tasks and are kept (hidden) so later turns replay them,
 Chat Completions' shared `__fake_id__` becomes a real id per item, and a model failure
-becomes a retryable message. It knows nothing of requests, routing or the web.
+becomes a retryable message, after what the reply had shown is finished and kept
+(`partial`). It knows nothing of requests, routing or the web.
 """
 
 from __future__ import annotations
