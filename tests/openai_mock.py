@@ -12,10 +12,19 @@ The model is steered by bracketed directives in the last user message:
 * ``[error 429]`` / ``[error-once 500]`` - fail with that status and an OpenAI
   error body (always / only for the first request carrying this exact message).
 * ``[stall S]`` - go silent for S seconds after the stream has started (a
-  non-streamed reply waits before its headers); ``[stall-before S]`` - wait
-  S seconds before sending the headers. Both end early if the client leaves.
+  non-streamed reply waits before its headers); with ``[tokens N]`` in the same
+  message, the stall comes after those N text deltas instead (mid-reply, before the
+  text is done). ``[stall-before S]`` - wait S seconds before sending the headers.
+  All end early if the client leaves.
 * ``[tokens N]`` / ``[delay S]`` - N text deltas ``"w0 "``, ``"w1 "``, ... with
   S seconds between them.
+* ``[cut-after N]`` - drop the connection after N text deltas (after all of them if
+  the reply has fewer), mid-body: the client's read fails as on a lost connection.
+* ``[fail-after N]`` - after N text deltas, end the stream with the API's mid-stream
+  failure: a ``response.failed`` event (Responses) or an ``{"error": ...}`` chunk
+  (Chat Completions), as OpenAI sends when the model fails mid-reply.
+  Both come when the next delta would have (after ``[delay S]``); a reply of function
+  calls alone is never stalled mid-text, cut or failed.
 
 Attachments: ``input_image`` / ``input_file`` parts (Responses) and ``image_url`` /
 ``file`` parts (Chat Completions) are accepted and summarised in
@@ -35,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -104,14 +114,24 @@ class Directives:
     stall_before: float = 0.0
     tokens: int | None = None
     delay: float | None = None
+    cut_after: int | None = None
+    fail_after: int | None = None
 
 
-_DIRECTIVE = re.compile(r"\[(call|error-once|error|stall-before|stall|tokens|delay)\s+")
+_DIRECTIVE = re.compile(
+    r"\[(call|error-once|error|stall-before|stall|tokens|delay|cut-after|fail-after)\s+"
+)
 _NAME = re.compile(r"([A-Za-z0-9_.-]{1,64})\s*")
 _CLOSE = re.compile(r"\s*\]")
 _VALUE = re.compile(r"([^\s\]]+)\s*\]")
 _DIGITS = re.compile(r"[0-9]{1,9}")
-_INT_RANGES = {"error": (400, 599), "error-once": (400, 599), "tokens": (0, MAX_TOKENS)}
+_INT_RANGES = {
+    "error": (400, 599),
+    "error-once": (400, 599),
+    "tokens": (0, MAX_TOKENS),
+    "cut-after": (0, MAX_TOKENS),
+    "fail-after": (0, MAX_TOKENS),
+}
 _JSON = json.JSONDecoder()
 
 
@@ -171,6 +191,8 @@ def parse_directives(text: str) -> Directives:
         stall_before=seconds.get("stall-before", 0.0),
         tokens=whole.get("tokens"),
         delay=seconds.get("delay"),
+        cut_after=whole.get("cut-after"),
+        fail_after=whole.get("fail-after"),
     )
 
 
@@ -350,6 +372,10 @@ class Plan:
     delay: float
     stall: float
     input_tokens: int
+    stall_after: int | None = None
+    """Text deltas sent before the stall; None: it comes before any text."""
+    cut_after: int | None = None
+    fail_after: int | None = None
 
     @property
     def text(self) -> str:
@@ -374,12 +400,20 @@ def make_plan(
     elif turn.ends_with_user and directives.calls:
         calls = tuple(ToolCall(name, arguments) for name, arguments in directives.calls)
         deltas = ()
+
+    def after(count: int | None) -> int | None:
+        # Only text is ever interrupted: a reply of function calls alone runs whole.
+        return None if count is None or not deltas else min(count, len(deltas))
+
     return Plan(
         calls=calls,
         deltas=deltas,
         delay=delay if directives.delay is None else directives.delay,
         stall=directives.stall,
         input_tokens=input_tokens,
+        stall_after=after(len(deltas) if directives.tokens is not None else None),
+        cut_after=after(directives.cut_after),
+        fail_after=after(directives.fail_after),
     )
 
 
@@ -393,6 +427,13 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
     else:
         kind, code = "invalid_request_error", None
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+MID_STREAM_FAILURE = "Scripted mid-stream failure from the OpenAI mock."
+
+
+class Halted(Exception):
+    """The reply stopped where the plan said: cut (the body left unfinished) or failed."""
 
 
 def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
@@ -441,14 +482,30 @@ class _Writer:
         extra = [("retry-after", "0"), ("retry-after-ms", "1")] if status == 429 else []
         await self.json(status, _error_body(status, message), extra)
 
-    async def texts(self, plan: Plan, encode: Callable[[str], bytes]) -> None:
-        """Stream the text deltas, paced by the plan's delay, counting each one sent."""
+    async def texts(
+        self, plan: Plan, encode: Callable[[str], bytes], failure: Callable[[], bytes]
+    ) -> None:
+        """Stream the text deltas, paced by the plan's delay, counting each one sent; stall,
+        cut or fail (sending `failure()`) after as many deltas as the plan says."""
+        await self._mid_text(plan, 0, failure)
         for index, delta in enumerate(plan.deltas):
             if index and plan.delay:
                 await anyio.sleep(plan.delay)
             await self.body(encode(delta))
             self.record.deltas_sent += 1
             self.record.last_delta_at = time.monotonic()
+            await self._mid_text(plan, index + 1, failure)
+
+    async def _mid_text(self, plan: Plan, sent: int, failure: Callable[[], bytes]) -> None:
+        if sent == plan.stall_after:
+            await anyio.sleep(plan.stall)
+        if sent in (plan.fail_after, plan.cut_after) and sent and plan.delay:
+            await anyio.sleep(plan.delay)  # it comes when the next delta would have
+        if sent == plan.fail_after:
+            await self.body(failure(), more=False)
+            raise Halted
+        if sent == plan.cut_after:
+            raise Halted  # the app returns mid-body: the server drops the connection
 
 
 class _ResponsesEvents:
@@ -557,7 +614,7 @@ class _Response:
         events = _ResponsesEvents(writer)
         await writer.start(200, "text/event-stream; charset=utf-8")
         await events.emit("response.created", response=self.snapshot(False))
-        if self.plan.stall:
+        if self.plan.stall and self.plan.stall_after is None:
             await anyio.sleep(self.plan.stall)
         await events.emit("response.in_progress", response=self.snapshot(False))
         if self.plan.calls:
@@ -576,11 +633,17 @@ class _Response:
             item=_message_item(self.message_id, "", "in_progress"),
         )
         await events.emit("response.content_part.added", **place, part=_output_text(""))
+        failed = {
+            **self.snapshot(False),
+            "status": "failed",
+            "error": {"code": "server_error", "message": MID_STREAM_FAILURE},
+        }
         await writer.texts(
             self.plan,
             lambda delta: events.encode(
                 "response.output_text.delta", **place, delta=delta, logprobs=[]
             ),
+            lambda: events.encode("response.failed", response=failed),
         )
         await events.emit("response.output_text.done", **place, text=text, logprobs=[])
         await events.emit("response.content_part.done", **place, part=_output_text(text))
@@ -687,7 +750,7 @@ class _ChatCompletion:
         await writer.start(200, "text/event-stream; charset=utf-8")
         first = {"role": "assistant", "content": None if plan.calls else "", "refusal": None}
         await writer.body(self.chunk(first))
-        if plan.stall:
+        if plan.stall and plan.stall_after is None:
             await anyio.sleep(plan.stall)
         for index, call in enumerate(plan.calls):
             head = {
@@ -700,7 +763,11 @@ class _ChatCompletion:
             for piece in call.argument_chunks():
                 part = {"index": index, "function": {"arguments": piece}}
                 await writer.body(self.chunk({"tool_calls": [part]}))
-        await writer.texts(plan, lambda delta: self.chunk({"content": delta}))
+        await writer.texts(
+            plan,
+            lambda delta: self.chunk({"content": delta}),
+            lambda: _sse(_error_body(500, MID_STREAM_FAILURE)),
+        )
         await writer.body(self.chunk({}, self.finish_reason))
         if self.include_usage:
             usage_chunk = {
@@ -981,7 +1048,8 @@ class OpenAIMock:
             _Response(body, plan) if turn_of is responses_turn else _ChatCompletion(body, plan)
         )
         if streaming:
-            await reply.stream(writer)
+            with contextlib.suppress(Halted):
+                await reply.stream(writer)
         else:
             await self._send_whole(writer, plan, reply.whole())
 

@@ -20,7 +20,7 @@ from openai_mock import OpenAIMock
 from servers import ServerProcess, app_env
 from test_http import http_client, poll, record_of, saved_messages, stream_turn, unique, words
 
-from tripchat.bridge import CANCELLED_NOTE
+from tripchat.partial import CANCELLED_NOTE
 
 pytestmark = pytest.mark.anyio
 

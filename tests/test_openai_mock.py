@@ -74,14 +74,16 @@ def add(a: int, b: int) -> int:
 def test_directives_parse_and_bad_ones_are_ignored() -> None:
     parsed = parse_directives(
         'x [call add {"a": 2, "note": "]"}] [call ping] [tokens 4] [delay 0.5] '
-        "[stall 1.5] [stall-before 2] [error 429] [error-once 503]"
+        "[stall 1.5] [stall-before 2] [error 429] [error-once 503] [cut-after 3] [fail-after 0]"
     )
     assert parsed.calls == (("add", '{"a": 2, "note": "]"}'), ("ping", "{}"))
     assert (parsed.tokens, parsed.delay, parsed.stall, parsed.stall_before) == (4, 0.5, 1.5, 2.0)
     assert (parsed.error, parsed.error_once) == (429, 503)
+    assert (parsed.cut_after, parsed.fail_after) == (3, 0)
     junk = parse_directives(
         "[call] [call add {bad] [call add [1]] [tokens -1] [tokens ²] [delay nan] "
-        "[stall inf] [error 99] [error 600] [call deep " + '{"a": ' * 50_000 + "]"
+        "[stall inf] [error 99] [error 600] [cut-after -1] [fail-after x] "
+        "[call deep " + '{"a": ' * 50_000 + "]"
     )
     assert junk == parse_directives("nothing here")
 
@@ -251,6 +253,47 @@ async def test_stalls_trip_client_timeouts(openai_mock: OpenAIMock) -> None:
         openai_mock.reset()
         stream = await impatient.responses.create(model="gpt-4.1", input="[stall 0.2]", stream=True)
         assert [event.type async for event in stream][-1] == "response.completed"
+
+
+async def _texts_until_failure(
+    client: openai.AsyncOpenAI, chat: bool, text: str
+) -> tuple[str, BaseException]:
+    """The text a streamed reply got out, and what ended it (it must not complete)."""
+    got: list[str] = []
+    with pytest.raises((openai.APIError, agents.exceptions.ModelBehaviorError)) as raised:
+        if chat:
+            messages: Any = [{"role": "user", "content": text}]
+            chunks = await client.chat.completions.create(
+                model="gpt-4.1", messages=messages, stream=True
+            )
+            async for chunk in chunks:
+                got += [c.delta.content or "" for c in chunk.choices]
+        else:
+            stream = await client.responses.create(model="gpt-4.1", input=text, stream=True)
+            async for event in stream:
+                assert event.type not in ("response.completed", "response.output_text.done")
+                if event.type == "response.output_text.delta":
+                    got.append(event.delta)
+                elif event.type == "response.failed":
+                    assert event.response.error is not None
+                    raise agents.exceptions.ModelBehaviorError(event.response.error.message)
+    return "".join(got), raised.value
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["responses", "chat"])
+async def test_replies_stall_cut_and_fail_mid_text(openai_mock: OpenAIMock, chat: bool) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=openai_mock.base_url, api_key="test", max_retries=0, timeout=0.5
+    ) as impatient:
+        stalled = await _texts_until_failure(impatient, chat, "[tokens 3] [stall 30]")
+        cut = await _texts_until_failure(impatient, chat, "[tokens 9] [cut-after 2] [delay 0.01]")
+        failed = await _texts_until_failure(impatient, chat, "[tokens 9] [fail-after 4]")
+    assert stalled[0] == "w0 w1 w2 " and isinstance(stalled[1], openai.APITimeoutError)
+    assert cut[0] == "w0 w1 " and isinstance(cut[1], openai.APIConnectionError)
+    assert failed[0] == "w0 w1 w2 w3 " and "mid-stream failure" in str(failed[1])
+    records = await settled(openai_mock, 3)
+    assert [r.deltas_sent for r in records] == [3, 2, 4]
+    assert [r.disconnected for r in records] == [True, False, False]
 
 
 async def test_unknown_paths_get_openai_style_404(openai_mock: OpenAIMock) -> None:

@@ -40,6 +40,7 @@ from servers import HOST, ServerProcess, app_env, free_port
 from test_asgi import Client, error_message
 from test_fuzz import app_client
 from test_http import Turn, call, http_client, saved_messages, stream_turn, unique, words
+from test_partial import MID_REPLY_FAULTS
 from test_server import request, user_input
 
 from tripchat.config import Settings
@@ -288,6 +289,37 @@ async def test_an_upstream_fault_ends_in_a_retryable_error(
 ) -> None:
     directive, message = FAULTS[case]
     await fault_then_recovery(fault_server, unique(directive), message)
+    assert_clean_log(fault_server)
+
+
+@pytest.mark.parametrize("case", ["cut", "failed-event"])
+async def test_a_model_failure_mid_reply_keeps_the_text_and_logs_a_warning(
+    fault_server: ServerProcess, case: str
+) -> None:
+    """The connection to the model drops, or the model's stream reports a failure, after
+    some text: the text stays in the thread, and the log has a warning, not a traceback
+    (every way and both model APIs, in-process: `test_partial`)."""
+    directive, message = MID_REPLY_FAULTS[case]
+    greeting, text = unique("[tokens 1]"), unique(directive)
+    with anyio.fail_after(TEST_SECONDS):
+        async with http_client() as client:
+            first = await stream_turn(client, fault_server.url, create_thread(greeting), {})
+            thread_id = thread_id_of(first.events)
+            turn = await stream_turn(client, fault_server.url, add_message(thread_id, text), {})
+            error = turn.events[-1]
+            assert error["type"] == "error" and error["allow_retry"] is True, turn.events
+            assert message in error["message"], error
+            partial = assistant_text(turn.events)
+            saved = await saved_messages(client, fault_server.url, thread_id, {}, 4)
+    assert partial.strip() and words(3).startswith(partial), partial
+    assert saved == [
+        ("user_message", greeting),
+        ("assistant_message", words(1)),
+        ("user_message", text),
+        ("assistant_message", partial),
+    ]
+    log = fault_server.log_path.read_text(errors="replace")
+    assert f"WARNING tripchat.bridge model request failed for thread {thread_id}" in log, log
     assert_clean_log(fault_server)
 
 

@@ -3,7 +3,8 @@
 `run_turn` feeds a thread's history to the agent and streams its answer as thread events:
 tool steps appear as workflow tasks and are kept (hidden) so later turns replay them,
 Chat Completions' shared `__fake_id__` becomes a real id per item, and a model failure
-becomes a retryable message. It knows nothing of requests, routing or the web.
+becomes a retryable message, after what the reply had shown is finished and kept
+(`partial`). It knows nothing of requests, routing or the web.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import anyio
 import openai
-from agents import Agent, RunContextWrapper, RunHooks, Runner, Tool
+from agents import Agent, ModelBehaviorError, RunContextWrapper, RunHooks, Runner, Tool
 from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.tool_context import ToolContext
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
@@ -27,7 +28,6 @@ from chatkit.types import (
     Attachment,
     CustomTask,
     HiddenContextItem,
-    SDKHiddenContextItem,
     ThreadItem,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
@@ -47,6 +47,7 @@ from openai.types.responses.response_input_item_param import Message
 
 from .context import RequestContext
 from .fastpath import coalescing
+from .partial import Streamed, cut_short
 from .sources import source_annotations, source_for
 from .tools import describe_tool_call
 
@@ -54,8 +55,6 @@ logger = logging.getLogger("tripchat.bridge")
 
 TOOL_IO = "tripchat.tool_io"
 ANNOUNCE_SECONDS = 5.0
-CANCELLED_NOTE = "The user cancelled the stream. Stop responding to the prior request."
-"""The hidden note ChatKit's `handle_stream_cancelled` leaves after a stopped reply."""
 
 
 AttachmentContent = Callable[[Attachment], Awaitable[ResponseInputContentParam]]
@@ -198,7 +197,12 @@ class ToolStepHooks(RunHooks[AgentContext[RequestContext]]):
         )
 
 
-def _upstream_error(exc: openai.APIError) -> CustomStreamError:
+UPSTREAM_FAULTS = (openai.APIError, ModelBehaviorError)
+"""A model call that failed: an error status, a lost or stalled connection, or a stream the
+API itself ended in failure (`response.failed`, which the Agents SDK raises as this)."""
+
+
+def _upstream_error(exc: Exception) -> CustomStreamError:
     """A model failure as a message the user can act on; always retryable."""
     if isinstance(exc, openai.RateLimitError):
         text = "The trip planner is busy right now (rate limited). Please try again in a moment."
@@ -221,9 +225,12 @@ async def run_turn(
     """One agent turn over `history` (oldest first), as the thread events it produces.
 
     The model run is cancelled if the caller stops early (the client left), so no tokens
-    stream to nobody. An answer that used the data tools names them as its sources.
+    stream to nobody. An answer that used the data tools names them as its sources. If
+    the model fails mid-reply, what the user saw is finished and kept (`partial`) before
+    the error.
     """
     hooks = ToolStepHooks(own_items)
+    streamed = Streamed()
     result = Runner.run_streamed(
         own_agent(agent), await converter.to_agent_input(history), context=ctx, hooks=hooks
     )
@@ -232,27 +239,15 @@ async def run_turn(
         async for event in _real_ids(stream_agent_response(ctx, coalescing(result)), ctx):
             yield _with_sources(event, hooks.sources)
             hooks.shown(event)
-    except openai.APIError as exc:
+            streamed.see(event)
+    except UPSTREAM_FAULTS as exc:
         logger.warning("model request failed for thread %s: %r", ctx.thread.id, exc)
+        for item in await cut_short(ctx, streamed):
+            yield _with_sources(ThreadItemDoneEvent(item=item), hooks.sources)
         raise _upstream_error(exc) from None
     finally:
         if not result.is_complete:
             result.cancel()
-
-
-def stopped_reply(thread_id: str, pending: list[ThreadItem], note_id: str) -> list[ThreadItem]:
-    """What ChatKit's `handle_stream_cancelled` keeps of a stopped reply, in order: its
-    assistant messages that have text, then the hidden note that it was stopped (so the
-    next turn does not carry it on)."""
-    kept: list[ThreadItem] = [
-        item
-        for item in pending
-        if isinstance(item, AssistantMessageItem) and any(c.text.strip() for c in item.content)
-    ]
-    note = SDKHiddenContextItem(
-        id=note_id, thread_id=thread_id, created_at=datetime.now(), content=CANCELLED_NOTE
-    )
-    return [*kept, note]
 
 
 def own_agent(agent: Agent[Any]) -> Agent[Any]:

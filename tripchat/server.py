@@ -62,9 +62,10 @@ from chatkit.types import (
 from . import leanrun
 from .actions import TripActions
 from .attachments import Attachments
-from .bridge import TripItemConverter, run_turn, stopped_reply
+from .bridge import TripItemConverter, run_turn
 from .context import RequestContext
 from .dictation import Dictation, decode_audio
+from .partial import stopped_reply
 from .protocol import (
     MAX_PAGE,
     MAX_TITLE,
