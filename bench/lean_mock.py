@@ -129,7 +129,11 @@ class Replays:
         if turn.tool_outputs or directives != Directives(tokens=directives.tokens):
             return None
         echoed = json.dumps({k: v for k, v in body.items() if k != "input"})
-        return (echoed, directives.tokens), len(json.dumps(body)) // 4
+        if echoed == "{}" or "input" not in body:
+            return (echoed, directives.tokens), len(json.dumps(body)) // 4
+        # The app's len(json.dumps(body)), without serialising the echoed fields twice.
+        size = len(echoed) + len('"input": , ') + len(json.dumps(body["input"]))
+        return (echoed, directives.tokens), size // 4
 
 
 class Connection(asyncio.Protocol):
