@@ -31,15 +31,22 @@ def proc_stats() -> Iterator[tuple[int, list[str]]]:
         yield int(entry.name), fields
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of one process's live threads, to the nanosecond (schedstat)."""
-    total = 0
+def schedstat(pid: int) -> tuple[float, int]:
+    """CPU seconds (to the nanosecond) and times put on a CPU (wake-ups and preemptions)
+    of one process's live threads."""
+    total, runs = 0, 0
     for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
         try:
-            total += int(task.read_text().split()[0])
+            fields = task.read_text().split()
+            total, runs = total + int(fields[0]), runs + int(fields[2])
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
-    return total / 1e9
+    return total / 1e9, runs
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of one process's live threads, to the nanosecond (schedstat)."""
+    return schedstat(pid)[0]
 
 
 class ProcessGroup:

@@ -1,17 +1,20 @@
 """Turns/s with one serving process against two: `tripchat serve --workers 1` vs `--workers 2`.
 
     python bench/processes_bench.py [--backends sqlite,postgres] [--pg-url postgresql://...]
-        [--deltas 20,400] [--conversations 40] [--turns 3] [--rounds 2]
+        [--deltas 20,400] [--conversations 80,32] [--turns 3] [--seconds 15] [--warm 3]
+        [--rounds 2]
 
-The OpenAI mock runs as its own process (tests/openai_mock.py), each server as its own
-process group on 127.0.0.1; every conversation is its own user (`X-User-Id`) and does
-`--turns` turns (threads.create, then add_user_message), `--conversations` at once,
-replies of each `--deltas` length. Rounds alternate 1 and 2 workers so the shared
-machine's noise falls on both. Printed per backend and reply length: turns/s, server CPU
-per turn (every process of the group), the mock's and this load generator's CPU per
-turn, and the ratio of two processes' turns/s to one's. On a machine with few cores the
-mock and the load generator take cores the servers would use: the last column says how
-much of the machine the run kept busy, which bounds the ratio it can show.
+First it measures the machine: a pure-CPU loop in one process, then in two at once (how
+much a second busy vCPU slows the first). The OpenAI mock (bench/lean_mock.py) runs as
+its own process, each server as its own process group on 127.0.0.1. For each reply
+length (`--deltas`), `--conversations` clients talk at once, each conversation of
+`--turns` turns (threads.create, then add_user_message) a new user (`X-User-Id`) on a new
+connection, one after another: `--warm` s of load, then a measured `--seconds` window in
+which every client is busy. Rounds alternate 1 and 2 workers so the shared machine's
+noise falls on both. Printed per backend and reply length: turns/s, server CPU per turn
+(every process of the group) and its wake-ups, the mock's, this load generator's and
+PostgreSQL's CPU per turn, the busiest worker's share, and the ratio of two processes'
+turns/s to one's, with the bound the CPU beside the servers puts on it.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import asyncio
 import math
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from _loadgen import converse  # noqa: E402
-from _procs import ProcessGroup, cpu_seconds, postgres_cluster, raise_fd_limit  # noqa: E402
+from _loadgen import Tally, converse, keep_conversing  # noqa: E402
+from _procs import ProcessGroup, cpu_seconds, postgres_cluster, raise_fd_limit, schedstat  # noqa: E402
 from _servers import openai_mock  # noqa: E402
 from _tables import fmt, machine, ratio, table  # noqa: E402
 from conftest import empty_postgres  # noqa: E402
@@ -42,6 +45,18 @@ from servers import HOST, ServerProcess, free_port  # noqa: E402
 
 TURN_SECONDS = 120.0
 START_SECONDS = 120.0
+SPIN = """
+import sys, time
+n = int(sys.argv[1])
+sys.stdin.readline()
+t, c = time.perf_counter(), time.process_time()
+x = 0
+for i in range(n):
+    x += i * i
+print(n / (time.perf_counter() - t), n / (time.process_time() - c), flush=True)
+"""
+"""A pure-CPU loop that starts on a line from stdin and prints its loops per second of
+wall time and per second of its own CPU time."""
 
 
 @dataclass
@@ -54,6 +69,7 @@ class Run:
     delta_events: int = 0
     seconds: float = 0.0
     server_cpu: float = 0.0
+    server_runs: int = 0
     mock_cpu: float = 0.0
     client_cpu: float = 0.0
     db_cpu: float = 0.0
@@ -62,7 +78,15 @@ class Run:
     """Per run, the busiest worker's share of the workers' CPU (0.5 is an even split)."""
 
     def add(self, other: Run) -> None:
-        for name in ("turns", "errors", "delta_events", "seconds", "loads", "busiest"):
+        for name in (
+            "turns",
+            "server_runs",
+            "errors",
+            "delta_events",
+            "seconds",
+            "loads",
+            "busiest",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("server_cpu", "mock_cpu", "client_cpu", "db_cpu"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -93,42 +117,118 @@ class Run:
         return min(2.0, cores / (1.0 + share))
 
 
+def spin(copies: int, loops: int) -> list[tuple[float, float]]:
+    """Loops per wall second and per CPU second of `copies` pure-CPU processes started
+    together."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SPIN, str(loops)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(copies)
+    ]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    rates = [proc.communicate()[0].split() for proc in procs]
+    return [(float(wall), float(cpu)) for wall, cpu in rates]
+
+
+def machine_ceiling(loops: int = 5_000_000) -> str:
+    """How much two CPU-bound processes at once do, against one alone, per wall second
+    (the most two serving processes can show on this machine, whatever the bench's own
+    load) and per CPU second (what a second busy vCPU of a shared host costs the first:
+    caches, the host's other guests). Interleaved, three times each; the best of each
+    is the one a neighbour's load disturbed least."""
+    alone: list[tuple[float, float]] = []
+    pairs: list[list[tuple[float, float]]] = []
+    for copies in (1, 2, 2, 1, 1, 2):
+        rates = spin(copies, loops)
+        if copies == 1:
+            alone.extend(rates)
+        else:
+            pairs.append(rates)
+    one = max(wall for wall, _ in alone)
+    two = max(sum(wall for wall, _ in pair) for pair in pairs)
+    cpu_one = sum(cpu for _, cpu in alone) / len(alone)
+    cpu_two = sum(cpu for pair in pairs for _, cpu in pair) / (2 * len(pairs))
+    return (
+        f"machine: two CPU-bound processes do {two / one:.2f}x one "
+        f"({cpu_two / cpu_one:.2f}x per CPU second; a pure-Python loop at best: "
+        f"{one / 1e6:.2f} M/s alone, {two / 2e6:.2f} M/s each when two run; "
+        f"load avg {os.getloadavg()[0]:.2f})"
+    )
+
+
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
+@dataclass
+class Snapshot:
+    """CPU seconds so far of everything a run measures."""
+
+    server: float
+    runs: int
+    """Times the servers' threads were put on a CPU."""
+    workers: list[float]
+    own: float
+    others: dict[str, float]
+
+    @classmethod
+    def take(
+        cls, group: ProcessGroup, workers: list[int], others: dict[str, ProcessGroup]
+    ) -> Snapshot:
+        return cls(
+            group.cpu_seconds(),
+            sum(schedstat(pid)[1] for pid in group.pids()),
+            [cpu_seconds(pid) for pid in workers],
+            own_cpu(),
+            {name: g.cpu_seconds() for name, g in others.items()},
+        )
+
+
 async def load(
-    server: ServerProcess, others: dict[str, ProcessGroup | None], run: Run, users: int, turns: int
+    server: ServerProcess,
+    others: dict[str, ProcessGroup],
+    run: Run,
+    clients: int,
+    args: argparse.Namespace,
 ) -> None:
+    """`clients` conversations at a time for `--warm` + `--seconds` s; the figures are
+    the `--seconds` window's (steady state: every client busy from its start to its end)."""
     group = ProcessGroup(server.pid)
     await group.settle()
     host, port = HOST, server.port
-    await converse(host, port, "bench-warm-up", run.deltas, 1)  # not counted
+    tally = Tally()
+    await converse(host, port, "bench-warm-up", run.deltas, 1, tally, math.inf)  # not counted
     run.loads = (os.getloadavg()[0],)
-    before = {name: g.cpu_seconds() for name, g in others.items() if g is not None}
     workers = [pid for pid in group.pids() if pid != server.pid or run.workers == 1]
-    workers0 = [cpu_seconds(pid) for pid in workers]
-    cpu0, own0, t0 = group.cpu_seconds(), own_cpu(), time.perf_counter()
-    tallies = await asyncio.wait_for(
-        asyncio.gather(
-            *(
-                converse(host, port, f"bench-{uuid.uuid4().hex[:12]}", run.deltas, turns)
-                for _ in range(users)
-            )
-        ),
-        TURN_SECONDS * turns,
+    now = time.perf_counter()
+    start, end = now + args.warm, now + args.warm + args.seconds
+    talking = asyncio.gather(
+        *(keep_conversing(host, port, run.deltas, args.turns, tally, end) for _ in range(clients))
     )
-    run.seconds = time.perf_counter() - t0
-    run.server_cpu = group.cpu_seconds() - cpu0
-    each = [cpu_seconds(pid) - c for pid, c in zip(workers, workers0, strict=True)]
+    await asyncio.sleep(start - time.perf_counter())
+    before = Snapshot.take(group, workers, others)
+    await asyncio.sleep(end - time.perf_counter())
+    after = Snapshot.take(group, workers, others)
+    await asyncio.wait_for(talking, TURN_SECONDS * args.turns)  # every turn checked
+    run.seconds = args.seconds
+    run.turns = tally.turns_between(start, end)
+    run.server_cpu = after.server - before.server
+    run.server_runs = after.runs - before.runs
+    each = [b - a for a, b in zip(before.workers, after.workers, strict=True)]
     run.busiest = (max(each) / sum(each),)
-    run.client_cpu = own_cpu() - own0
-    spent = {name: g.cpu_seconds() - before[name] for name, g in others.items() if g is not None}
-    run.mock_cpu, run.db_cpu = spent["mock"], spent.get("db", 0.0)
-    run.turns = users * turns
-    run.errors = sum(t.failed for t in tallies)
-    run.delta_events = sum(t.delta_events for t in tallies)
+    run.client_cpu = after.own - before.own
+    run.mock_cpu = after.others["mock"] - before.others["mock"]
+    run.db_cpu = after.others.get("db", 0.0) - before.others.get("db", 0.0)
+    run.errors = tally.failed
+    run.delta_events = round(tally.delta_events * run.turns / max(1, len(tally.ended)))
 
 
 @contextmanager
@@ -168,11 +268,12 @@ async def bench(args: argparse.Namespace) -> list[Run]:
                             "CHATKIT_DB_URL": db_url,
                             "CHATKIT_TRACING": "false",
                         }
-                        others = {"mock": mock, "db": cluster if backend == "postgres" else None}
+                        others = {"mock": mock}
+                        if backend == "postgres" and cluster is not None:
+                            others["db"] = cluster
                         run = Run(backend, deltas, workers)
                         with server(env, workers, workdir) as srv:
-                            users = max(8, args.conversations * 20 // max(deltas, 20))
-                            await load(srv, others, run, users, args.turns)
+                            await load(srv, others, run, args.clients[deltas], args)
                         print(
                             f"  round {rnd + 1} {backend} {deltas} deltas, {workers} worker(s): "
                             f"{run.turns_per_second:.1f} turns/s, "
@@ -186,7 +287,7 @@ async def bench(args: argparse.Namespace) -> list[Run]:
     return list(totals.values())
 
 
-def report(runs: Sequence[Run]) -> str:
+def report(runs: Sequence[Run], ceiling: str) -> str:
     by_key = {(r.backend, r.deltas, r.workers): r for r in runs}
     rows = []
     for r in runs:
@@ -200,6 +301,7 @@ def report(runs: Sequence[Run]) -> str:
                 fmt(r.turns_per_second, 1),
                 fmt(r.per_turn_ms(r.server_cpu), 1),
                 fmt(r.turns / r.server_cpu if r.server_cpu else math.nan, 1),
+                fmt(r.server_runs / r.turns if r.turns else math.nan, 0),
                 fmt(r.delta_events / r.turns if r.turns else math.nan, 1),
                 fmt(r.per_turn_ms(r.mock_cpu), 1),
                 fmt(r.per_turn_ms(r.client_cpu), 1),
@@ -220,6 +322,7 @@ def report(runs: Sequence[Run]) -> str:
         "turns/s",
         "server CPU ms/turn",
         "turns per server CPU s",
+        "server wake-ups/turn",
         "delta events/turn",
         "mock ms/turn",
         "load ms/turn",
@@ -239,6 +342,7 @@ def report(runs: Sequence[Run]) -> str:
             f"{len(os.sched_getaffinity(0))} cores; each figure summed over every round. "
             "bound: 2 / (1 + CPU of mock, load generator and PostgreSQL / the servers' CPU), "
             "the most x2/x1 this machine can show with that CPU beside the servers.",
+            ceiling,
             "",
             table(head, rows, left=1),
         ]
@@ -251,9 +355,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pg-url", default=os.environ.get("TRIPCHAT_TEST_POSTGRES_URL", ""))
     parser.add_argument("--deltas", default="20,400")
     parser.add_argument(
-        "--conversations", type=int, default=40, help="at 20 deltas; fewer for longer"
+        "--conversations",
+        default="80,32",
+        help="conversations at a time, per --deltas value (the last one for the rest)",
     )
-    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--turns", type=int, default=3, help="turns per conversation")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured, per run")
+    parser.add_argument("--warm", type=float, default=3.0, help="load before measuring, s")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--stock-mock",
@@ -266,6 +374,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
     args.deltas = [int(d) for d in args.deltas.split(",") if d]
+    counts = [int(c) for c in args.conversations.split(",") if c]
+    args.clients = {d: counts[min(i, len(counts) - 1)] for i, d in enumerate(args.deltas)}
     if "postgres" in args.backends and not args.pg_url:
         parser.error("postgres needs --pg-url (its tripchat tables are dropped)")
     return args
@@ -275,8 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     raise_fd_limit()
     started = time.perf_counter()
+    ceiling = machine_ceiling()
+    print(ceiling, file=sys.stderr, flush=True)
     runs = asyncio.run(bench(args))
-    print(report(runs))
+    print(report(runs, ceiling))
     print(f"\n{time.perf_counter() - started:.0f} s; python {sys.version.split()[0]}")
     return 0 if all(r.errors == 0 for r in runs) else 1
 

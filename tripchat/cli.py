@@ -125,7 +125,9 @@ async def serve(
     config.backlog = 2048
     if count > 1:
         port, per_child = listen_each(config, host, port, count)
-        return await supervise(child_argv(host, port, certfile, keyfile), per_child)
+        status = await supervise(child_argv(host, port, certfile, keyfile), per_child)
+        _ignore_stop_signals()
+        return status
     if not fds:
         [fds] = listen_each(config, host, port, 1)[1]
     config.bind = [f"fd://{fd}" for fd in fds]
@@ -156,7 +158,18 @@ async def serve(
     await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
     if drain:
         await drain[0]
+    _ignore_stop_signals()
     return 0
+
+
+def _ignore_stop_signals() -> None:
+    """Drained: a SIGTERM still on its way (a platform signals the whole group and the
+    parent forwards it to its workers too) must not kill the exit with status -15, which
+    closing the event loop would let it do (it restores the default action)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _positive(text: str) -> int:
