@@ -11,12 +11,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
-from chatkit.types import ClientToolCallItem
+from chatkit.types import AssistantMessageItem, ClientToolCallItem
 from openai_mock import OpenAIMock
 from starlette.applications import Starlette
-from test_server import close_model_client, parse_frames, request, user_input, words
+from test_server import (
+    close_model_client,
+    parse_frames,
+    reply_text,
+    request,
+    user_input,
+    words,
+)
 
 from tripchat.asgi import create_app
 from tripchat.config import Settings
@@ -436,6 +444,58 @@ async def test_a_model_failure_logs_one_warning_and_no_error(
     assert events[-1]["type"] == "error"
     loud = [(r.name, r.levelname) for r in caplog.records if r.levelno >= logging.WARNING]
     assert loud == [("tripchat.bridge", "WARNING")]
+
+
+async def test_a_client_gone_before_the_first_frame_stops_its_reply(
+    client: Client, exchange: Exchange
+) -> None:
+    """The client left while its reply was being set up, and the connection is slow to
+    take the response's first bytes (a closing transport): the reply is stopped with the
+    response, not run to the end for nobody with the thread and the user's place held.
+    Nothing had been sent, so the request may or may not have been applied; a reply
+    stopped mid-way keeps what it had, as any stopped reply does."""
+    body = request(
+        "threads.add_user_message",
+        thread_id=exchange.thread_id,
+        input=user_input("a long one [tokens 200] [delay 0.05]"),
+    )
+    messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+    async def receive() -> dict[str, Any]:
+        return next(messages, {"type": "http.disconnect"})
+
+    async def slow_send(message: dict[str, Any]) -> None:
+        for _ in range(3):
+            await anyio.sleep(0)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/chatkit",
+        "raw_path": b"/chatkit",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"x-user-id", b"alice"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    with anyio.fail_after(20):
+        await client.app(scope, receive, slow_send)
+        assert client.app.state.server.streams.live() == []  # ended with the response
+        again = request(
+            "threads.add_user_message",
+            thread_id=exchange.thread_id,
+            input=user_input("again [tokens 2]"),
+        )
+        assert reply_text(await client.stream(again)) == words(2)
+    items = await client.store.load_thread_items(
+        exchange.thread_id, None, 20, "asc", RequestContext("alice")
+    )
+    texts = [i.content[0].text for i in items.data if isinstance(i, AssistantMessageItem)]
+    assert texts[-1] == words(2) and words(200) not in texts
 
 
 # -- other routes ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from chatkit.types import AssistantMessageItem, SDKHiddenContextItem, UserMessag
 from test_server import (
     Chat,
     assert_error_event,
+    chat,
     deltas,
     done_items,
     make_chat,
@@ -28,7 +29,7 @@ from test_server import (
 from tripchat.partial import FAILED_NOTE
 
 pytestmark = pytest.mark.anyio
-__all__ = ["make_chat"]  # the fixture, shared with test_server
+__all__ = ["chat", "make_chat"]  # the fixtures, shared with test_server
 
 MID_REPLY_FAULTS = {
     "cut": ("[tokens 6] [delay 0.2] [cut-after 3]", "could not reach"),
@@ -145,3 +146,16 @@ async def test_a_stream_cut_before_any_text_keeps_only_the_user_message(
     assert_error_event(events)
     assert deltas(events) == [] and done_items(events, "assistant_message") == []
     assert [type(i) for i in await chat.items(thread_id)] == [UserMessageItem]
+
+
+async def test_a_tool_the_model_made_up_is_a_retryable_error_logged_with_its_traceback(
+    chat: Chat, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not an API failure but the run's own check (the Agents SDK raises the same error
+    type as for a failed stream): the user can retry, and the log keeps the traceback."""
+    with caplog.at_level(logging.WARNING), anyio.fail_after(10):
+        thread_id, events = await chat.create("[call book_a_flight {}]")
+    assert "failed to answer" in assert_error_event(events)["message"]
+    (warned,) = [r for r in caplog.records if r.name == "tripchat.bridge"]
+    assert warned.levelno == logging.WARNING and thread_id in warned.getMessage()
+    assert warned.exc_info is not None and "book_a_flight" in str(warned.exc_info[1])

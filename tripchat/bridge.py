@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import openai
 from agents import Agent, ModelBehaviorError, RunContextWrapper, RunHooks, Runner, Tool
+from agents.exceptions import _should_drain_stream_events_before_raising
 from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.tool_context import ToolContext
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
@@ -202,6 +203,12 @@ UPSTREAM_FAULTS = (openai.APIError, ModelBehaviorError)
 API itself ended in failure (`response.failed`, which the Agents SDK raises as this)."""
 
 
+def _api_failure(exc: Exception) -> bool:
+    """An error status, a lost or stalled connection, or the API ending its stream in
+    failure (the Agents SDK marks the `ModelBehaviorError` it raises for that)."""
+    return isinstance(exc, openai.APIError) or _should_drain_stream_events_before_raising(exc)
+
+
 def _upstream_error(exc: Exception) -> CustomStreamError:
     """A model failure as a message the user can act on; always retryable."""
     if isinstance(exc, openai.RateLimitError):
@@ -241,7 +248,14 @@ async def run_turn(
             hooks.shown(event)
             streamed.see(event)
     except UPSTREAM_FAULTS as exc:
-        logger.warning("model request failed for thread %s: %r", ctx.thread.id, exc)
+        # The API's own failures in one line; any other model-behaviour error (a tool the
+        # model made up, an SDK check) with its traceback, to be diagnosable.
+        logger.warning(
+            "model request failed for thread %s: %r",
+            ctx.thread.id,
+            exc,
+            exc_info=not _api_failure(exc),
+        )
         for item in await cut_short(ctx, streamed):
             yield _with_sources(ThreadItemDoneEvent(item=item), hooks.sources)
         raise _upstream_error(exc) from None

@@ -49,10 +49,19 @@ class EventStream(Response):
         listener.add_done_callback(client_left)
         try:
             with left:
+                # The first frame before the headers: a generator that never started runs
+                # nothing on `aclose`, so a client gone before then would leave the reply
+                # running for nobody. Once started, leaving at any point runs its `finally`.
+                first = await anext(self.frames, b"")
                 start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
                 await send(start)
+                if first:
+                    await send({"type": "http.response.body", "body": first, "more_body": True})
                 async for frame in self.frames:
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
+                # Sent whole: the disconnect Hypercorn reports once the response ends is not
+                # a client leaving.
+                listener.remove_done_callback(client_left)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             listener.cancel()

@@ -33,6 +33,7 @@ class ReplyQueue:
     def get_nowait(self) -> bytes | None:
         """The next item; `IndexError` if there is none."""
         item = self._items[self._head]
+        self._items[self._head] = None  # read: a reader that never quite catches up holds none
         self._head += 1
         if self._head == len(self._items):
             self._items.clear()
