@@ -97,6 +97,25 @@ class Client:
         return thread_id
 
 
+def http_scope(path: str, query: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """An HTTP/1.1 POST's ASGI scope, as Hypercorn gives it, for calling the app directly."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"test"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+        "state": {},
+    }
+
+
 Serve = Callable[..., AbstractAsyncContextManager[Client]]
 
 
@@ -468,20 +487,7 @@ async def test_a_client_gone_before_the_first_frame_stops_its_reply(
         for _ in range(3):
             await anyio.sleep(0)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/chatkit",
-        "raw_path": b"/chatkit",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"x-user-id", b"alice"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("test", 80),
-    }
+    scope = http_scope("/chatkit", "", [(b"x-user-id", b"alice")])
     with anyio.fail_after(20):
         await client.app(scope, receive, slow_send)
         assert client.app.state.server.streams.live() == []  # ended with the response

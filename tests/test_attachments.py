@@ -27,7 +27,7 @@ from conftest import empty_postgres
 from openai_mock import OpenAIMock, RecordedRequest
 from PIL import Image
 from pydantic import TypeAdapter
-from test_asgi import Client, Serve, error_message, running_app
+from test_asgi import Client, Serve, error_message, http_scope, running_app
 from test_server import request, user_input
 
 from tripchat.attachments import Attachments
@@ -477,25 +477,14 @@ async def raw_upload(client: Client, path: str, body: bytes, boundary: str, **he
         {"type": "http.disconnect"},
     ]
     path, _, query = path.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [
-            (b"host", b"test"),
+    scope = http_scope(
+        path,
+        query,
+        [
             (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
             *((k.lower().encode(), v.encode()) for k, v in headers.items()),
         ],
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-        "state": {},
-    }
+    )
 
     async def receive() -> dict[str, Any]:
         return messages.pop(0) if messages else {"type": "http.disconnect"}
