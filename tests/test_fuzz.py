@@ -636,9 +636,9 @@ def fuzz(
 
 
 test_random_bytes = fuzz(st.binary(max_size=2000), 600)
-test_random_json = fuzz(json_values, 1000)
-test_near_valid_requests = fuzz(chatkit_requests(wrongness=True), 4000, some_succeed=True)
-test_valid_requests_with_real_ids = fuzz(chatkit_requests(wrongness=False), 1400, some_succeed=True)
+test_random_json = fuzz(json_values, 600)
+test_near_valid_requests = fuzz(chatkit_requests(wrongness=True), 2500, some_succeed=True)
+test_valid_requests_with_real_ids = fuzz(chatkit_requests(wrongness=False), 1000, some_succeed=True)
 
 
 # -- uploads -----------------------------------------------------------------------------
