@@ -1,20 +1,27 @@
 """Turns/s with one serving process against two: `tripchat serve --workers 1` vs `--workers 2`.
 
     python bench/processes_bench.py [--backends sqlite,postgres] [--pg-url postgresql://...]
-        [--deltas 20,400] [--conversations 80,32] [--turns 3] [--seconds 15] [--warm 3]
-        [--rounds 2]
+        [--deltas 20,400] [--conversations 80,32] [--turns 3] [--seconds 8] [--warm 2]
+        [--rounds 6] [--profile DIR]
 
 First it measures the machine: a pure-CPU loop in one process, then in two at once (how
-much a second busy vCPU slows the first). The OpenAI mock (bench/lean_mock.py) runs as
-its own process, each server as its own process group on 127.0.0.1. For each reply
-length (`--deltas`), `--conversations` clients talk at once, each conversation of
-`--turns` turns (threads.create, then add_user_message) a new user (`X-User-Id`) on a new
-connection, one after another: `--warm` s of load, then a measured `--seconds` window in
-which every client is busy. Rounds alternate 1 and 2 workers so the shared machine's
-noise falls on both. Printed per backend and reply length: turns/s, server CPU per turn
+much a second busy vCPU slows the first), and the same for a loop that reads memory at
+random (how much two processes sharing the caches slow each other). The OpenAI mock
+(bench/lean_mock.py) runs as its own process, each server as its own process group on
+127.0.0.1. For each backend and reply length (`--deltas`) a one-worker and a two-worker
+server start and stay up; then `--rounds` times, one after the other (1-then-2, then
+2-then-1), `--conversations` clients talk to one of them, each conversation of `--turns`
+turns (threads.create, then add_user_message) a new user (`X-User-Id`) on a new
+connection: `--warm` s of load, then a measured `--seconds` window in which every client
+is busy. Each round gives one x2/x1 from two windows a few seconds apart, so the shared
+host's drift (its speed moves by a quarter from minute to minute) falls on few ratios
+rather than on the one total; the median and the range of those ratios are printed
+beside the totals. Printed per backend and reply length: turns/s, server CPU per turn
 (every process of the group) and its wake-ups, the mock's, this load generator's and
 PostgreSQL's CPU per turn, the busiest worker's share, and the ratio of two processes'
-turns/s to one's, with the bound the CPU beside the servers puts on it.
+turns/s to one's, with the bound the CPU beside the servers puts on it. With `--profile
+DIR`, py-spy samples every worker during each window and a second table gives each
+component's server CPU per turn with one worker and with two.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ import asyncio
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,22 +49,34 @@ from _procs import ProcessGroup, cpu_seconds, postgres_cluster, raise_fd_limit, 
 from _servers import openai_mock  # noqa: E402
 from _tables import fmt, machine, ratio, table  # noqa: E402
 from conftest import empty_postgres  # noqa: E402
+from profile_stacks import owner_counts  # noqa: E402
 from servers import HOST, ServerProcess, free_port  # noqa: E402
 
 TURN_SECONDS = 120.0
+SPY_RATE = 100
 START_SECONDS = 120.0
 SPIN = """
-import sys, time
-n = int(sys.argv[1])
+import random, sys, time
+n, size = int(sys.argv[1]), int(sys.argv[2])
+table = {i: [i] for i in range(size)}
+keys = list(range(size))
+random.shuffle(keys)
 sys.stdin.readline()
 t, c = time.perf_counter(), time.process_time()
 x = 0
-for i in range(n):
-    x += i * i
+if size:
+    for i in range(n):
+        x += table[keys[i % size]][0]
+else:
+    for i in range(n):
+        x += i * i
 print(n / (time.perf_counter() - t), n / (time.process_time() - c), flush=True)
 """
-"""A pure-CPU loop that starts on a line from stdin and prints its loops per second of
-wall time and per second of its own CPU time."""
+"""A loop that starts on a line from stdin and prints its loops per second of wall time
+and per second of its own CPU time: pure CPU with a size of 0, else reads of a dict of
+`size` entries in random order (as a server's heap is walked: most reads miss the caches)."""
+CACHE_BOUND = 2_000_000
+"""Entries of the cache-bound loop's dict: about 250 MB, far more than any cache."""
 
 
 @dataclass
@@ -117,12 +137,12 @@ class Run:
         return min(2.0, cores / (1.0 + share))
 
 
-def spin(copies: int, loops: int) -> list[tuple[float, float]]:
-    """Loops per wall second and per CPU second of `copies` pure-CPU processes started
+def spin(copies: int, loops: int, size: int = 0) -> list[tuple[float, float]]:
+    """Loops per wall second and per CPU second of `copies` SPIN processes started
     together."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", SPIN, str(loops)],
+            [sys.executable, "-c", SPIN, str(loops), str(size)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -140,13 +160,29 @@ def spin(copies: int, loops: int) -> list[tuple[float, float]]:
 def machine_ceiling(loops: int = 5_000_000) -> str:
     """How much two CPU-bound processes at once do, against one alone, per wall second
     (the most two serving processes can show on this machine, whatever the bench's own
-    load) and per CPU second (what a second busy vCPU of a shared host costs the first:
-    caches, the host's other guests). Interleaved, three times each; the best of each
-    is the one a neighbour's load disturbed least."""
+    load) and per CPU second (what a second busy vCPU of a shared host costs the first);
+    then the same per CPU second for a cache-bound loop, closer to a server walking its
+    heap. Interleaved, three times each; the best wall rate of each is the one a
+    neighbour's load disturbed least."""
+    one, two, cpu = pair_rates(loops, 0)
+    _, _, cache_cpu = pair_rates(loops // 2, CACHE_BOUND)
+    return (
+        f"machine: two CPU-bound processes do {two / one:.2f}x one "
+        f"({cpu:.2f}x per CPU second; a pure-Python loop at best: "
+        f"{one / 1e6:.2f} M/s alone, {two / 2e6:.2f} M/s each when two run); "
+        f"two cache-bound ones {cache_cpu:.2f}x per CPU second "
+        f"(random reads of a {CACHE_BOUND:,}-entry dict); "
+        f"load avg {os.getloadavg()[0]:.2f}"
+    )
+
+
+def pair_rates(loops: int, size: int) -> tuple[float, float, float]:
+    """The best wall rate of one SPIN alone and of two together (summed), and two's
+    mean rate per CPU second against one's."""
     alone: list[tuple[float, float]] = []
     pairs: list[list[tuple[float, float]]] = []
     for copies in (1, 2, 2, 1, 1, 2):
-        rates = spin(copies, loops)
+        rates = spin(copies, loops, size)
         if copies == 1:
             alone.extend(rates)
         else:
@@ -155,12 +191,7 @@ def machine_ceiling(loops: int = 5_000_000) -> str:
     two = max(sum(wall for wall, _ in pair) for pair in pairs)
     cpu_one = sum(cpu for _, cpu in alone) / len(alone)
     cpu_two = sum(cpu for pair in pairs for _, cpu in pair) / (2 * len(pairs))
-    return (
-        f"machine: two CPU-bound processes do {two / one:.2f}x one "
-        f"({cpu_two / cpu_one:.2f}x per CPU second; a pure-Python loop at best: "
-        f"{one / 1e6:.2f} M/s alone, {two / 2e6:.2f} M/s each when two run; "
-        f"load avg {os.getloadavg()[0]:.2f})"
-    )
+    return one, two, cpu_two / cpu_one
 
 
 def own_cpu() -> float:
@@ -198,9 +229,11 @@ async def load(
     run: Run,
     clients: int,
     args: argparse.Namespace,
+    profile: Path | None = None,
 ) -> None:
     """`clients` conversations at a time for `--warm` + `--seconds` s; the figures are
-    the `--seconds` window's (steady state: every client busy from its start to its end)."""
+    the `--seconds` window's (steady state: every client busy from its start to its end).
+    With `profile`, py-spy samples each worker over the window into `profile`-PID.txt."""
     group = ProcessGroup(server.pid)
     await group.settle()
     host, port = HOST, server.port
@@ -214,10 +247,16 @@ async def load(
         *(keep_conversing(host, port, run.deltas, args.turns, tally, end) for _ in range(clients))
     )
     await asyncio.sleep(start - time.perf_counter())
+    spies = (
+        [spy(pid, args.seconds, Path(f"{profile}-{pid}.txt")) for pid in workers] if profile else []
+    )
     before = Snapshot.take(group, workers, others)
     await asyncio.sleep(end - time.perf_counter())
     after = Snapshot.take(group, workers, others)
     await asyncio.wait_for(talking, TURN_SECONDS * args.turns)  # every turn checked
+    for proc in spies:
+        if proc.wait(TURN_SECONDS) != 0:
+            raise RuntimeError(f"py-spy exited {proc.returncode}: {proc.args!r}")
     run.seconds = args.seconds
     run.turns = tally.turns_between(start, end)
     run.server_cpu = after.server - before.server
@@ -229,6 +268,15 @@ async def load(
     run.db_cpu = after.others.get("db", 0.0) - before.others.get("db", 0.0)
     run.errors = tally.failed
     run.delta_events = round(tally.delta_events * run.turns / max(1, len(tally.ended)))
+
+
+def spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling one worker's threads for `seconds` without pausing it (raw stacks:
+    bench/profile_stacks.py reads them)."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    argv = [str(py_spy), "record", "--pid", str(pid), "--rate", str(SPY_RATE), "--nonblocking"]
+    argv += ["--duration", str(math.ceil(seconds)), "--format", "raw", "--output", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextmanager
@@ -248,47 +296,84 @@ def server(env: dict[str, str], workers: int, workdir: Path) -> Iterator[ServerP
         raise RuntimeError(f"the server exited {srv.returncode}:\n{srv.log()}")
 
 
-async def bench(args: argparse.Namespace) -> list[Run]:
-    totals: dict[tuple[str, int, int], Run] = {}
+Key = tuple[str, int]
+"""A backend and a reply length."""
+
+
+@dataclass
+class Results:
+    totals: dict[tuple[str, int, int], Run] = field(default_factory=dict)
+    """Per backend, reply length and workers, every round's window summed."""
+    ratios: dict[Key, list[float]] = field(default_factory=dict)
+    """Per backend and reply length, each round's x2/x1 turns/s."""
+    profiles: dict[tuple[str, int, int], list[tuple[Path, Run]]] = field(default_factory=dict)
+    """Per backend, reply length and workers, each window's recordings and figures."""
+
+
+async def bench(args: argparse.Namespace) -> Results:
+    results = Results()
     workdir = Path(tempfile.mkdtemp(prefix="processes-bench-"))
     cluster = await postgres_cluster(args.pg_url) if args.pg_url else None
     with openai_mock(20, 0.0, workdir, args.mock) as (base_url, mock):
-        for rnd in range(args.rounds):
-            for backend in args.backends:
-                for deltas in args.deltas:
-                    order = (1, 2) if rnd % 2 == 0 else (2, 1)
-                    for workers in order:
-                        db_url = f"sqlite:///{workdir}/{backend}-{deltas}-{workers}-{rnd}.db"
-                        if backend == "postgres":
-                            await empty_postgres(args.pg_url)
-                            db_url = args.pg_url
-                        env = {
-                            "OPENAI_BASE_URL": base_url,
-                            "OPENAI_API_KEY": "bench",
-                            "CHATKIT_DB_URL": db_url,
-                            "CHATKIT_TRACING": "false",
-                        }
-                        others = {"mock": mock}
-                        if backend == "postgres" and cluster is not None:
-                            others["db"] = cluster
-                        run = Run(backend, deltas, workers)
-                        with server(env, workers, workdir) as srv:
-                            await load(srv, others, run, args.clients[deltas], args)
-                        print(
-                            f"  round {rnd + 1} {backend} {deltas} deltas, {workers} worker(s): "
-                            f"{run.turns_per_second:.1f} turns/s, "
-                            f"{run.per_turn_ms(run.server_cpu):.1f} server ms/turn, "
-                            f"load avg {run.loads[0]:.2f} at its start",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                        key = (backend, deltas, workers)
-                        totals.setdefault(key, Run(backend, deltas, workers)).add(run)
-    return list(totals.values())
+        for backend in args.backends:
+            others: dict[str, ProcessGroup] = {"mock": mock}
+            if backend == "postgres" and cluster is not None:
+                others["db"] = cluster
+            for deltas in args.deltas:
+                if backend == "postgres":
+                    await empty_postgres(args.pg_url)  # both servers on it, loaded in turn
+                env = {
+                    "OPENAI_BASE_URL": base_url,
+                    "OPENAI_API_KEY": "bench",
+                    "CHATKIT_TRACING": "false",
+                }
+                envs = [
+                    env | {"CHATKIT_DB_URL": args.pg_url}
+                    if backend == "postgres"
+                    else env | {"CHATKIT_DB_URL": f"sqlite:///{workdir}/{deltas}-{workers}.db"}
+                    for workers in (1, 2)
+                ]
+                with server(envs[0], 1, workdir) as one, server(envs[1], 2, workdir) as two:
+                    for rnd in range(args.rounds):
+                        await one_round(results, (one, two), others, (backend, deltas), rnd, args)
+    return results
 
 
-def report(runs: Sequence[Run], ceiling: str) -> str:
-    by_key = {(r.backend, r.deltas, r.workers): r for r in runs}
+async def one_round(
+    results: Results,
+    servers: tuple[ServerProcess, ServerProcess],
+    others: dict[str, ProcessGroup],
+    config: Key,
+    rnd: int,
+    args: argparse.Namespace,
+) -> None:
+    """One window on each server, in the order the round's number gives; their x2/x1."""
+    backend, deltas = config
+    window: dict[int, Run] = {}
+    for workers in (1, 2) if rnd % 2 == 0 else (2, 1):
+        key = (backend, deltas, workers)
+        run = window[workers] = Run(*key)
+        profile = args.profile / f"{backend}-{deltas}-w{workers}-r{rnd}" if args.profile else None
+        await load(servers[workers - 1], others, run, args.clients[deltas], args, profile)
+        print(
+            f"  round {rnd + 1} {backend} {deltas} deltas, {workers} worker(s): "
+            f"{run.turns_per_second:.1f} turns/s, "
+            f"{run.per_turn_ms(run.server_cpu):.1f} server ms/turn, "
+            f"load avg {run.loads[0]:.2f} at its start",
+            file=sys.stderr,
+            flush=True,
+        )
+        results.totals.setdefault(key, Run(*key)).add(run)
+        if profile is not None:
+            results.profiles.setdefault(key, []).append((profile, run))
+    results.ratios.setdefault(config, []).append(
+        window[2].turns_per_second / window[1].turns_per_second
+    )
+
+
+def report(results: Results, ceiling: str) -> str:
+    runs = list(results.totals.values())
+    by_key = results.totals
     rows = []
     for r in runs:
         one = by_key.get((r.backend, r.deltas, 1))
@@ -312,6 +397,7 @@ def report(runs: Sequence[Run], ceiling: str) -> str:
                 r.errors,
                 ratio(r.turns_per_second, one.turns_per_second) if two and one else "",
                 ratio(r.turns / r.server_cpu, one.turns / one.server_cpu) if two and one else "",
+                spread(results.ratios.get((r.backend, r.deltas), [])) if two else "",
                 f"{r.bound:.2f}x" if two else "",
             ]
         )
@@ -333,6 +419,7 @@ def report(runs: Sequence[Run], ceiling: str) -> str:
         "errors",
         "x2/x1 turns/s",
         "x2/x1 turns per server CPU s",
+        "x2/x1 turns/s by round: median (range)",
         "bound",
     ]
     return "\n".join(
@@ -345,8 +432,51 @@ def report(runs: Sequence[Run], ceiling: str) -> str:
             ceiling,
             "",
             table(head, rows, left=1),
+            *([profiles(results)] if results.profiles else []),
         ]
     )
+
+
+def spread(ratios: Sequence[float]) -> str:
+    if not ratios:
+        return ""
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def profiles(results: Results) -> str:
+    """Each component's server CPU per turn with one worker and with two (py-spy's share
+    of the samples times the measured CPU), and how much it rose."""
+    rows = []
+    for (backend, deltas, workers), windows in results.profiles.items():
+        if workers != 1 or (backend, deltas, 2) not in results.profiles:
+            continue
+        ms = [owner_ms(windows), owner_ms(results.profiles[(backend, deltas, 2)])]
+        for name in sorted(ms[0].keys() | ms[1].keys(), key=lambda n: -ms[0].get(n, 0.0)):
+            one, two = ms[0].get(name, 0.0), ms[1].get(name, 0.0)
+            rows.append([backend, deltas, name, fmt(one, 2), fmt(two, 2), ratio(two, one)])
+    head = ["backend", "deltas", "component", "1 worker ms/turn", "2 workers ms/turn", "x2/x1"]
+    return "\n".join(
+        [
+            "",
+            f"Server CPU per turn by component (py-spy at {SPY_RATE} Hz on every worker, "
+            "every round; helpers charged to their caller as in bench/profile_stacks.py):",
+            "",
+            table(head, rows, left=3),
+        ]
+    )
+
+
+def owner_ms(windows: Sequence[tuple[Path, Run]]) -> dict[str, float]:
+    """Milliseconds of server CPU per turn by component over the windows."""
+    cpu: dict[str, float] = {}
+    turns = 0
+    for prefix, run in windows:
+        counts = owner_counts(prefix.parent.glob(f"{prefix.name}-*.txt"))
+        total = sum(counts.values()) or 1
+        for name, count in counts.items():
+            cpu[name] = cpu.get(name, 0.0) + run.server_cpu * count / total
+        turns += run.turns
+    return {name: 1000 * seconds / turns for name, seconds in cpu.items()} if turns else {}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -360,9 +490,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="conversations at a time, per --deltas value (the last one for the rest)",
     )
     parser.add_argument("--turns", type=int, default=3, help="turns per conversation")
-    parser.add_argument("--seconds", type=float, default=15.0, help="measured, per run")
-    parser.add_argument("--warm", type=float, default=3.0, help="load before measuring, s")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured, per window")
+    parser.add_argument("--warm", type=float, default=2.0, help="load before measuring, s")
+    parser.add_argument("--rounds", type=int, default=6, help="pairs of windows, 1 and 2 workers")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy every worker, raw stacks into this dir"
+    )
     parser.add_argument(
         "--stock-mock",
         dest="mock",
@@ -376,6 +509,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.deltas = [int(d) for d in args.deltas.split(",") if d]
     counts = [int(c) for c in args.conversations.split(",") if c]
     args.clients = {d: counts[min(i, len(counts) - 1)] for i, d in enumerate(args.deltas)}
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     if "postgres" in args.backends and not args.pg_url:
         parser.error("postgres needs --pg-url (its tripchat tables are dropped)")
     return args
@@ -387,10 +522,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     ceiling = machine_ceiling()
     print(ceiling, file=sys.stderr, flush=True)
-    runs = asyncio.run(bench(args))
-    print(report(runs, ceiling))
+    results = asyncio.run(bench(args))
+    print(report(results, ceiling))
     print(f"\n{time.perf_counter() - started:.0f} s; python {sys.version.split()[0]}")
-    return 0 if all(r.errors == 0 for r in runs) else 1
+    return 0 if all(r.errors == 0 for r in results.totals.values()) else 1
 
 
 if __name__ == "__main__":

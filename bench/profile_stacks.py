@@ -120,6 +120,15 @@ def owner(stack: list[Frame]) -> str:
     return NO_OWNER
 
 
+def owner_counts(paths: Iterable[Path]) -> Counter[str]:
+    """Samples per owner over one or more recordings."""
+    owners: Counter[str] = Counter()
+    for path in paths:
+        for stack, count in read_samples(path):
+            owners[owner(above_loop(stack))] += count
+    return owners
+
+
 def _rows(counter: Counter[str], total: int, top: int) -> Iterable[str]:
     for label, count in counter.most_common(top):
         yield f"| {100 * count / total:5.1f}% | `{label}` |"
