@@ -208,7 +208,15 @@ class Snapshot:
     """Times the servers' threads were put on a CPU."""
     workers: list[float]
     own: float
-    others: dict[str, float]
+    others: dict[str, dict[int, float]]
+    """Per process of the mock and PostgreSQL: a backend that ends in the window must not
+    take the CPU it had before the window out of the sum."""
+
+    def since(self, earlier: Snapshot, name: str) -> float:
+        """CPU seconds `name`'s processes used since `earlier` (0 when not measured); a
+        process that ended in the window counts for nothing, one that began for all."""
+        now, then = self.others.get(name, {}), earlier.others.get(name, {})
+        return sum(cpu - then.get(pid, 0.0) for pid, cpu in now.items())
 
     @classmethod
     def take(
@@ -219,7 +227,7 @@ class Snapshot:
             sum(schedstat(pid)[1] for pid in group.pids()),
             [cpu_seconds(pid) for pid in workers],
             own_cpu(),
-            {name: g.cpu_seconds() for name, g in others.items()},
+            {name: {pid: cpu_seconds(pid) for pid in g.pids()} for name, g in others.items()},
         )
 
 
@@ -264,8 +272,8 @@ async def load(
     each = [b - a for a, b in zip(before.workers, after.workers, strict=True)]
     run.busiest = (max(each) / sum(each),)
     run.client_cpu = after.own - before.own
-    run.mock_cpu = after.others["mock"] - before.others["mock"]
-    run.db_cpu = after.others.get("db", 0.0) - before.others.get("db", 0.0)
+    run.mock_cpu = after.since(before, "mock")
+    run.db_cpu = after.since(before, "db")
     run.errors = tally.failed
     run.delta_events = round(tally.delta_events * run.turns / max(1, len(tally.ended)))
 
