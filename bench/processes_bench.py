@@ -2,7 +2,7 @@
 
     python bench/processes_bench.py [--backends sqlite,postgres] [--pg-url postgresql://...]
         [--deltas 20,400] [--conversations 80,32] [--turns 3] [--seconds 8] [--warm 2]
-        [--rounds 6] [--profile DIR]
+        [--rounds 6] [--profile DIR] [--batch-others]
 
 First it measures the machine: a pure-CPU loop in one process, then in two at once (how
 much a second busy vCPU slows the first), and the same for a loop that reads memory at
@@ -21,7 +21,9 @@ beside the totals. Printed per backend and reply length: turns/s, server CPU per
 PostgreSQL's CPU per turn, the busiest worker's share, and the ratio of two processes'
 turns/s to one's, with the bound the CPU beside the servers puts on it. With `--profile
 DIR`, py-spy samples every worker during each window and a second table gives each
-component's server CPU per turn with one worker and with two.
+component's server CPU per turn with one worker and with two. `--batch-others` runs the
+mock, the load generator and PostgreSQL under SCHED_BATCH, so their wake-ups do not
+preempt the servers: what is left of a difference then is not their interference.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,6 +246,20 @@ async def load(
     With `profile`, py-spy samples each worker over the window into `profile`-PID.txt."""
     group = ProcessGroup(server.pid)
     await group.settle()
+    with batched(others) if args.batch_others else nullcontext():
+        await window(server, group, others, run, clients, args, profile)
+
+
+async def window(
+    server: ServerProcess,
+    group: ProcessGroup,
+    others: dict[str, ProcessGroup],
+    run: Run,
+    clients: int,
+    args: argparse.Namespace,
+    profile: Path | None,
+) -> None:
+    """A warm-up conversation, then `load`'s window."""
     host, port = HOST, server.port
     tally = Tally()
     await converse(host, port, "bench-warm-up", run.deltas, 1, tally, math.inf)  # not counted
@@ -276,6 +292,24 @@ async def load(
     run.db_cpu = after.since(before, "db")
     run.errors = tally.failed
     run.delta_events = round(tally.delta_events * run.turns / max(1, len(tally.ended)))
+
+
+@contextmanager
+def batched(others: dict[str, ProcessGroup]) -> Iterator[None]:
+    """The load generator (this thread), the mock and PostgreSQL under SCHED_BATCH: they
+    still get their CPU, but a wake-up of theirs no longer preempts a server, as when they
+    run on machines or cores of their own. The servers started before keep SCHED_OTHER."""
+    batch = os.sched_param(0)
+    for name in others:
+        for pid in others[name].pids():
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with suppress(OSError):
+                    os.sched_setscheduler(int(task.name), os.SCHED_BATCH, batch)
+    os.sched_setscheduler(0, os.SCHED_BATCH, batch)
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, batch)  # servers started later inherit it
 
 
 def spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
@@ -503,6 +537,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=6, help="pairs of windows, 1 and 2 workers")
     parser.add_argument(
         "--profile", type=Path, help="py-spy every worker, raw stacks into this dir"
+    )
+    parser.add_argument(
+        "--batch-others",
+        action="store_true",
+        help="the mock, load generator and PostgreSQL under SCHED_BATCH (no wake-up preemption)",
     )
     parser.add_argument(
         "--stock-mock",
