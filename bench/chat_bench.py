@@ -536,6 +536,7 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
         await asyncio.gather(*(client.aclose() for client in pool))
     await asyncio.sleep(ABANDON_SECONDS)
     still_open = open_now = await open_model_calls(mock_url, since)
+    closed_after = math.nan if open_now else time.perf_counter() - left  # not the read-back's
     leave_cpu = group.cpu_seconds() - cpu_left
     # Once each, after the leave: the reader may have had less than the server kept.
     convs = [
@@ -547,7 +548,7 @@ async def hold_streams(target: Target, streams: int, seconds: float, mock_url: s
     while open_now and time.perf_counter() - left < CLOSE_WAIT_SECONDS:
         await asyncio.sleep(1.0)
         open_now = await open_model_calls(mock_url, since)
-    closed_after = math.nan if open_now else time.perf_counter() - left
+        closed_after = math.nan if open_now else time.perf_counter() - left
     results = held
     return Hold(
         server=target.name,
