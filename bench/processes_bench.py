@@ -262,7 +262,7 @@ async def window(
     """A warm-up conversation, then `load`'s window."""
     host, port = HOST, server.port
     tally = Tally()
-    await converse(host, port, "bench-warm-up", run.deltas, 1, tally, math.inf)  # not counted
+    await converse(host, port, "bench-warm-up", run.deltas, 1, Tally(), math.inf)  # not counted
     run.loads = (os.getloadavg()[0],)
     workers = [pid for pid in group.pids() if pid != server.pid or run.workers == 1]
     now = time.perf_counter()
@@ -279,7 +279,7 @@ async def window(
     after = Snapshot.take(group, workers, others)
     await asyncio.wait_for(talking, TURN_SECONDS * args.turns)  # every turn checked
     for proc in spies:
-        if proc.wait(TURN_SECONDS) != 0:
+        if await asyncio.to_thread(proc.wait, TURN_SECONDS) != 0:
             raise RuntimeError(f"py-spy exited {proc.returncode}: {proc.args!r}")
     run.seconds = args.seconds
     run.turns = tally.turns_between(start, end)
@@ -298,18 +298,24 @@ async def window(
 def batched(others: dict[str, ProcessGroup]) -> Iterator[None]:
     """The load generator (this thread), the mock and PostgreSQL under SCHED_BATCH: they
     still get their CPU, but a wake-up of theirs no longer preempts a server, as when they
-    run on machines or cores of their own. The servers started before keep SCHED_OTHER."""
-    batch = os.sched_param(0)
-    for name in others:
-        for pid in others[name].pids():
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                with suppress(OSError):
-                    os.sched_setscheduler(int(task.name), os.SCHED_BATCH, batch)
-    os.sched_setscheduler(0, os.SCHED_BATCH, batch)
+    run on machines or cores of their own. Every task found at the end (PostgreSQL's new
+    backends inherit the postmaster's policy) goes back to SCHED_OTHER."""
+    set_policy(others, os.SCHED_BATCH)
     try:
         yield
     finally:
-        os.sched_setscheduler(0, os.SCHED_OTHER, batch)  # servers started later inherit it
+        set_policy(others, os.SCHED_OTHER)  # servers started later inherit this thread's
+
+
+def set_policy(others: dict[str, ProcessGroup], policy: int) -> None:
+    """`policy` for this thread and every thread of `others`' processes."""
+    param = os.sched_param(0)
+    for group in others.values():
+        for pid in group.pids():
+            with suppress(OSError):  # a process or thread that ended meanwhile
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    os.sched_setscheduler(int(task.name), policy, param)
+    os.sched_setscheduler(0, policy, param)
 
 
 def spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
@@ -536,7 +542,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warm", type=float, default=2.0, help="load before measuring, s")
     parser.add_argument("--rounds", type=int, default=6, help="pairs of windows, 1 and 2 workers")
     parser.add_argument(
-        "--profile", type=Path, help="py-spy every worker, raw stacks into this dir"
+        "--profile", type=Path, help="py-spy every worker, raw stacks into this (fresh) dir"
     )
     parser.add_argument(
         "--batch-others",
