@@ -457,6 +457,57 @@ async def test_signals_that_keep_coming_while_the_workers_exit_do_not_fail_the_e
     assert "exited with status" not in log, log
 
 
+CTRL_C_GRACE = 120.0
+"""A grace the replies below would finish within: only the second Ctrl-C cuts them."""
+SLOW = "[tokens 300] [delay 0.1]"  # about 30 s
+
+
+@pytest.mark.parametrize(
+    "workers, group",
+    [(2, True), (2, False), (1, True)],
+    ids=["terminal", "parent-only", "one-process"],
+)
+async def test_a_second_ctrl_c_stops_the_replies_instead_of_waiting_out_the_grace(
+    mock: OpenAIMock, client: httpx.AsyncClient, tmp_path: Path, workers: int, group: bool
+) -> None:
+    """Ctrl-C in a terminal signals the whole group; `kill -INT` only the parent, which
+    passes it on. The first drains, as SIGTERM does; the second stops the replies now,
+    each keeping its text and ending with a retryable error, and every process exits 0.
+    SQLite only: the signals do not involve the database."""
+    env = app_env(mock.base_url, tmp_path / "ctrlc.db", CHATKIT_SHUTDOWN_GRACE=str(CTRL_C_GRACE))
+    if workers == 1:
+        server = ServerProcess(env, workdir=tmp_path, name="workers")
+    else:
+        server = workers_server(env, tmp_path)
+    with server:
+        pids = worker_pids(server) if workers > 1 else [server.pid]
+        await listening_workers(server, workers)
+        tabs = [Tab() for _ in range(4)]
+        with anyio.fail_after(TEST_SECONDS):
+            async with anyio.create_task_group() as tasks:
+                for tab in tabs:
+                    tasks.start_soon(tab.run, client, server, create_thread(unique(SLOW)), user())
+                    await tab.started.wait()
+                server.send_signal(signal.SIGINT, group=group)
+                while server.log(10**8).count("shutting down: finishing replies") < workers:
+                    await anyio.sleep(0.05)  # every process draining: the first signal is in
+                assert all(not tab.errors for tab in tabs), "stopped by the first Ctrl-C"
+                server.send_signal(signal.SIGINT, group=group)
+        status = await anyio.to_thread.run_sync(server.wait, EXIT_SECONDS)
+        log = server.log(10**8)
+    assert status == 0, log
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+    for tab in tabs:
+        assert tab.status == 200 and tab.failure is None, tab.failure
+        assert [(e.message, e.allow_retry) for e in tab.errors] == [
+            ("The server is restarting. Please retry.", True)
+        ], tab.events[-3:]
+        assert 0 < len(assistant_text(tab.events).split()) < 300
+    assert "Traceback" not in log, log
+    assert await lease_count(env) == 0
+
+
 async def test_a_worker_that_dies_stops_the_server_with_an_error(
     db_env: dict[str, str], tmp_path: Path
 ) -> None:

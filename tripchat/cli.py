@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -26,7 +25,14 @@ from .migrate import migrate
 from .smoke import Smoke
 from .store import open_store
 from .tools import describe_tool_call
-from .workers import child_argv, listen_each, supervise, watch_parent
+from .workers import (
+    child_argv,
+    ignore_stop_signals,
+    listen_each,
+    on_stop_signals,
+    supervise,
+    watch_parent,
+)
 
 KEEP_ALIVE_SECONDS = 75.0
 
@@ -126,7 +132,7 @@ async def serve(
     if count > 1:
         port, per_child = listen_each(config, host, port, count)
         status = await supervise(child_argv(host, port, certfile, keyfile), per_child)
-        _ignore_stop_signals()
+        ignore_stop_signals()
         return status
     if not fds:
         [fds] = listen_each(config, host, port, 1)[1]
@@ -141,9 +147,12 @@ async def serve(
     # connection the server closes just as the proxy reuses it fails the user's request.
     config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+
+    def hurry() -> None:  # the server exists once start-up is done; before, nothing to hurry
+        if server := getattr(app.state, "server", None):
+            server.hurry()
+
+    on_stop_signals(stop, hurry, worker=parent_fd is not None)
     if parent_fd is not None:
         watch_parent(parent_fd, stop)
     drain: list[asyncio.Task[None]] = []
@@ -158,18 +167,8 @@ async def serve(
     await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
     if drain:
         await drain[0]
-    _ignore_stop_signals()
+    ignore_stop_signals()
     return 0
-
-
-def _ignore_stop_signals() -> None:
-    """Drained: a SIGTERM still on its way (a platform signals the whole group and the
-    parent forwards it to its workers too) must not kill the exit with status -15, which
-    closing the event loop would let it do (it restores the default action)."""
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(signum)
-        signal.signal(signum, signal.SIG_IGN)
 
 
 def _positive(text: str) -> int:

@@ -124,6 +124,8 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         self.history_items = history_items
         self.streams = Streams(max_streams_per_user, store, lease_seconds)
         self.draining = False
+        self._grace: anyio.CancelScope | None = None  # the drain's wait, while it runs
+        self._hurried = False
         self.dictation = dictation
         self.actions = TripActions(store, self.signer, lambda t, c: self.respond(t, None, c))
 
@@ -329,7 +331,7 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         Each stopped reply keeps what was streamed and ends with a retryable `error` event.
         """
         self.draining = True
-        with anyio.move_on_after(grace):
+        with anyio.move_on_after(0 if self._hurried else grace) as self._grace:
             while running := [slot.ended.wait() for slot in self.streams.live()]:
                 await asyncio.gather(*running)
         producers = self.streams.stop(self.streams.live(), RESTARTING)
@@ -337,6 +339,12 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
             await asyncio.wait(producers, timeout=SHIELDED_SAVE_SECONDS)
         with anyio.move_on_after(SHIELDED_SAVE_SECONDS):
             await self.streams.settle()  # every lease freed before the store closes
+
+    def hurry(self) -> None:
+        """End `drain`'s wait now (a second Ctrl-C): its replies stop as at the grace."""
+        self._hurried = True
+        if self._grace is not None:
+            self._grace.cancel()
 
     async def _delete_thread(self, thread_id: str, context: RequestContext) -> bytes:
         """Stop the thread's reply (no tokens spent for nobody), then delete it.

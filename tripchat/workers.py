@@ -27,7 +27,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .config import EXIT_USAGE, ConfigError
@@ -97,9 +97,12 @@ async def supervise(child_argv: Sequence[str], sockets: Sequence[Sequence[int]])
     count = len(children)
     logger.info("serving with %d worker processes: %s", count, [c.pid for c in children])
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
+
+    def hurry() -> None:
+        for child in children:
+            _signal(child, HURRY)
+
+    on_stop_signals(stopping, hurry, worker=False)
     waits = {asyncio.create_task(child.wait()): child for child in children}
     stop = asyncio.create_task(stopping.wait())
     pending, status = set(waits), 0
@@ -122,6 +125,38 @@ async def supervise(child_argv: Sequence[str], sockets: Sequence[Sequence[int]])
         stop.cancel()
         os.close(alive_write)
     return status
+
+
+HURRY = signal.SIGUSR1
+"""A parent's word to its workers on a second Ctrl-C. They cannot count SIGINTs themselves:
+the terminal's reaches them too, in either order with the parent's SIGTERM."""
+
+
+def on_stop_signals(stop: asyncio.Event, hurry: Callable[[], None], *, worker: bool) -> None:
+    """SIGTERM or SIGINT sets `stop`: drain. A second SIGINT (a second Ctrl-C) also calls
+    `hurry`, to stop waiting for replies: nobody waits out a grace they did not ask for. A
+    worker hurries on `HURRY` instead. A platform's SIGTERMs, however many, only drain."""
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        if stop.is_set() and not worker:
+            hurry()
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, interrupt)
+    if worker:
+        loop.add_signal_handler(HURRY, hurry)
+
+
+def ignore_stop_signals() -> None:
+    """Drained: a signal still on its way (a platform signals the whole group and the
+    parent forwards it to its workers too) must not kill the exit with status -15, which
+    closing the event loop would let it do (it restores the default action)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, HURRY):
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _signal(child: asyncio.subprocess.Process, signum: int) -> None:
