@@ -13,7 +13,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,10 @@ from chatkit_client import (
 from conftest import POSTGRES_URL_VAR, empty_postgres, needs_postgres
 from openai_mock import OpenAIMock
 from servers import ServerProcess, app_env
+from test_store import image_attachment, message, new_thread
 
-from tripchat.store import SCHEMA_VERSION, PostgresStore
+from tripchat.context import RequestContext
+from tripchat.store import SCHEMA_VERSION, PostgresStore, blobs
 
 pytestmark = [
     pytest.mark.anyio,
@@ -49,6 +51,16 @@ RACING_STORES = 8
 EXIT_SECONDS = 10.0
 WHOLE_LOG = 10**8
 USER_HEADER = "X-User-Id"
+POOL = 6
+SESSION_STATE = """
+SELECT (SELECT count(*) FROM pg_settings WHERE source = 'session') AS settings,
+       (SELECT count(*) FROM pg_listening_channels()) AS listening,
+       (SELECT count(*) FROM pg_cursors WHERE name <> '') AS cursors,
+       (SELECT count(*) FROM pg_locks
+         WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS advisory_locks,
+       (SELECT count(*) FROM pg_class WHERE relpersistence = 't') AS temp_tables
+"""
+"""What a connection could carry from one request to the next: none of it may be there."""
 ACCESS_5XX = re.compile(r'"[A-Z]+ \S+ [0-9.]+" 5\d\d ')
 """A Hypercorn access-log line for a 5xx answer: `"POST /chatkit 1.1" 500 ...`."""
 
@@ -285,3 +297,52 @@ async def test_stores_opening_at_once_on_an_empty_database_all_succeed(empty_db:
             await store.ping()
             await store.close()
     assert len(opened) == RACING_STORES, stores
+
+
+async def every_store_call(store: PostgresStore, n: int) -> None:
+    """One user's worth of every kind of statement the store makes."""
+    user = RequestContext(f"user-{n}")
+    thread = await new_thread(store, user)
+    lease = await store.take_lease(user.user_id, thread.id, 2, 30.0)
+    assert not isinstance(lease, str), lease
+    await store.add_thread_items(
+        thread.id, [message(thread.id, f"m{i}", "hi") for i in range(3)], user
+    )
+    await store.load_thread_items(thread.id, "m0", 2, "asc", user)
+    attachment = image_attachment(None, f"atc_{n}")
+    await store.save_attachment(attachment, user)
+    await blobs.add_file(store, attachment.id, 0, uploading=True)
+    await blobs.write_chunk(store, attachment.id, 0, b"png")
+    await blobs.complete(store, attachment.id, 3)
+    assert await blobs.read(store, attachment.id, user) == b"png"
+    await store.save_attachment(image_attachment(thread.id, attachment.id), user)
+    await store.save_feedback(thread.id, ["m1"], "positive", user)
+    await store.add_session_items(thread.id, [{"role": "user", "content": "hi"}])
+    await store.pop_session_item(thread.id)
+    assert await store.renew_lease(lease, 30.0) == "held"
+    await store.release_lease(lease)
+    await store.delete_thread(thread.id, user)
+    await store.secret_key()
+    await blobs.sweep(store, 0)
+
+
+async def test_connections_go_back_to_the_pool_as_they_came(empty_db: str) -> None:
+    """The pool does not reset a connection it takes back (`_keep_session`, one round trip
+    and four statements saved per statement), so no statement of ours may leave a setting,
+    a LISTEN, a cursor, a session advisory lock or a temporary table for the next request
+    to meet. Every kind of statement runs, many at once, then every pooled connection is
+    looked at."""
+    store = await PostgresStore.open(empty_db, pool_size=POOL)
+    try:
+        with anyio.fail_after(TEST_SECONDS):
+            async with anyio.create_task_group() as group:
+                for n in range(4 * POOL):
+                    group.start_soon(every_store_call, store, n)
+            async with AsyncExitStack() as held:
+                pool = store._pool  # every connection at once, so each is looked at
+                conns = [await held.enter_async_context(pool.acquire()) for _ in range(POOL)]
+                states = [dict(await conn.fetchrow(SESSION_STATE)) for conn in conns]
+    finally:
+        await store.close()
+    clean = {"settings": 0, "listening": 0, "cursors": 0, "advisory_locks": 0, "temp_tables": 0}
+    assert states == [clean] * POOL
