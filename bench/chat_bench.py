@@ -106,9 +106,6 @@ SYN_RETRY_SECONDS = 0.9
 the server's accept backlog was full."""
 
 
-# -- processes: CPU and memory from /proc --------------------------------------
-
-
 # -- the client -------------------------------------------------------------------
 
 
