@@ -58,7 +58,8 @@ SELECT (SELECT count(*) FROM pg_settings WHERE source = 'session') AS settings,
        (SELECT count(*) FROM pg_cursors WHERE name <> '') AS cursors,
        (SELECT count(*) FROM pg_locks
          WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS advisory_locks,
-       (SELECT count(*) FROM pg_class WHERE relpersistence = 't') AS temp_tables
+       (SELECT count(*) FROM pg_class
+         WHERE relpersistence = 't' AND relnamespace = pg_my_temp_schema()) AS temp_tables
 """
 """What a connection could carry from one request to the next: none of it may be there."""
 ACCESS_5XX = re.compile(r'"[A-Z]+ \S+ [0-9.]+" 5\d\d ')
@@ -317,11 +318,21 @@ async def every_store_call(store: PostgresStore, n: int) -> None:
     assert await blobs.read(store, attachment.id, user) == b"png"
     await store.save_attachment(image_attachment(thread.id, attachment.id), user)
     await store.save_feedback(thread.id, ["m1"], "positive", user)
+    await store.load_feedback(thread.id, user)
+    await store.update_thread(thread.model_copy(update={"title": "trip"}), user)
+    await store.load_threads(5, None, "desc", user)
+    await store.save_item(thread.id, message(thread.id, "m1", "edited"), user)
+    await store.load_item(thread.id, "m1", user)
+    await store.delete_thread_item(thread.id, "m2", user)
     await store.add_session_items(thread.id, [{"role": "user", "content": "hi"}])
     await store.pop_session_item(thread.id)
+    await store.clear_session(thread.id)
     assert await store.renew_lease(lease, 30.0) == "held"
     await store.release_lease(lease)
     await store.delete_thread(thread.id, user)
+    spare = image_attachment(None, f"atc_spare_{n}")
+    await store.save_attachment(spare, user)
+    await store.delete_attachment(spare.id, user)
     await store.secret_key()
     await blobs.sweep(store, 0)
 
@@ -345,4 +356,4 @@ async def test_connections_go_back_to_the_pool_as_they_came(empty_db: str) -> No
     finally:
         await store.close()
     clean = {"settings": 0, "listening": 0, "cursors": 0, "advisory_locks": 0, "temp_tables": 0}
-    assert states == [clean] * POOL
+    assert states == [clean] * POOL, states

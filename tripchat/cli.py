@@ -12,7 +12,7 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import openai
 from agents import Runner
@@ -33,6 +33,9 @@ from .workers import (
     supervise,
     watch_parent,
 )
+
+if TYPE_CHECKING:
+    from .server import TripPlannerServer
 
 KEEP_ALIVE_SECONDS = 75.0
 
@@ -131,9 +134,10 @@ async def serve(
     config.backlog = 2048
     if count > 1:
         port, per_child = listen_each(config, host, port, count)
-        status = await supervise(child_argv(host, port, certfile, keyfile), per_child)
-        ignore_stop_signals()
-        return status
+        try:
+            return await supervise(child_argv(host, port, certfile, keyfile), per_child)
+        finally:
+            ignore_stop_signals()
     if not fds:
         [fds] = listen_each(config, host, port, 1)[1]
     config.bind = [f"fd://{fd}" for fd in fds]
@@ -149,7 +153,8 @@ async def serve(
     stop = asyncio.Event()
 
     def hurry() -> None:  # the server exists once start-up is done; before, nothing to hurry
-        if server := getattr(app.state, "server", None):
+        server = cast("TripPlannerServer | None", getattr(app.state, "server", None))
+        if server is not None:
             server.hurry()
 
     on_stop_signals(stop, hurry, worker=parent_fd is not None)
@@ -164,10 +169,12 @@ async def serve(
         )
         drain.append(asyncio.create_task(app.state.server.drain(settings.shutdown_grace)))
 
-    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
-    if drain:
-        await drain[0]
-    ignore_stop_signals()
+    try:
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        if drain:
+            await drain[0]
+    finally:
+        ignore_stop_signals()
     return 0
 
 

@@ -326,10 +326,9 @@ class TripPlannerServer(ChatKitServer[RequestContext]):
         return frame(self._serialize(event))
 
     async def drain(self, grace: float) -> None:
-        """Refuse new streams, let replies in flight finish for `grace` seconds, then stop them.
-
-        Each stopped reply keeps what was streamed and ends with a retryable `error` event.
-        """
+        """Refuse new streams, let replies in flight finish for `grace` seconds (or until
+        `hurry`), then stop them: each keeps what was streamed and ends with a retryable
+        `error` event."""
         self.draining = True
         with anyio.move_on_after(0 if self._hurried else grace) as self._grace:
             while running := [slot.ended.wait() for slot in self.streams.live()]:

@@ -37,6 +37,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tripchat.workers")
 
+HURRY = signal.SIGUSR1
+"""A parent's word to its workers on a second Ctrl-C. They cannot count SIGINTs themselves:
+the terminal's reaches them too, in either order with the parent's SIGTERM."""
+SECOND_CTRL_C_SECONDS = 0.5
+"""A SIGINT this soon after the first is the same Ctrl-C, forwarded by a wrapper (a process
+manager, `npm run`) as well as sent by the terminal: it does not hurry."""
+
 
 async def _spawn(argv: Sequence[str], fds: Sequence[int]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(*argv, pass_fds=tuple(fds))
@@ -127,24 +134,26 @@ async def supervise(child_argv: Sequence[str], sockets: Sequence[Sequence[int]])
     return status
 
 
-HURRY = signal.SIGUSR1
-"""A parent's word to its workers on a second Ctrl-C. They cannot count SIGINTs themselves:
-the terminal's reaches them too, in either order with the parent's SIGTERM."""
-
-
 def on_stop_signals(stop: asyncio.Event, hurry: Callable[[], None], *, worker: bool) -> None:
-    """SIGTERM or SIGINT sets `stop`: drain. A second SIGINT (a second Ctrl-C) also calls
-    `hurry`, to stop waiting for replies: nobody waits out a grace they did not ask for. A
-    worker hurries on `HURRY` instead. A platform's SIGTERMs, however many, only drain."""
+    """How `serve` answers signals, as one process or as the parent of workers.
+
+    SIGTERM or SIGINT sets `stop`: drain. A second Ctrl-C (a SIGINT at least
+    `SECOND_CTRL_C_SECONDS` after the first) also calls `hurry`, to stop waiting for
+    replies: nobody waits out a grace they did not ask for. A worker hurries only on
+    `HURRY` from its parent. A platform's SIGTERMs, however many, only drain."""
     loop = asyncio.get_running_loop()
+    first: float | None = None
 
     def interrupt() -> None:
-        if stop.is_set() and not worker:
+        nonlocal first
+        if first is None:
+            first = loop.time()
+        elif loop.time() - first >= SECOND_CTRL_C_SECONDS:
             hurry()
         stop.set()
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, interrupt)
+    loop.add_signal_handler(signal.SIGINT, stop.set if worker else interrupt)
     if worker:
         loop.add_signal_handler(HURRY, hurry)
 
