@@ -165,6 +165,18 @@ class Tab:
     def errors(self) -> list[ErrorEvent]:
         return [ErrorEvent.model_validate(e) for e in self.events if e["type"] == "error"]
 
+    @property
+    def deltas(self) -> int:
+        return sum(map(is_text_delta, self.events))
+
+    def assert_stopped_for_a_restart(self, tokens: int) -> None:
+        """Cut short by a shutdown: a retryable error, the text streamed so far kept."""
+        assert self.status == 200 and self.failure is None, self.failure
+        assert [(e.message, e.allow_retry) for e in self.errors] == [
+            ("The server is restarting. Please retry.", True)
+        ], self.events[-3:]
+        assert 0 < len(assistant_text(self.events).split()) < tokens
+
 
 async def turn(
     client: httpx.AsyncClient, server: ServerProcess, request: dict[str, Any], who: str
@@ -422,12 +434,8 @@ async def test_workers_serve_one_port_and_drain_on_sigterm_to_the_group(
         assert not Path(f"/proc/{pid}").exists()
     for tab in short:  # finished within the grace
         assert (tab.status, tab.errors, assistant_text(tab.events)) == (200, [], words(20))
-    for tab in long:  # stopped at the grace with a retryable error, keeping the partial text
-        assert tab.status == 200
-        assert [(e.message, e.allow_retry) for e in tab.errors] == [
-            ("The server is restarting. Please retry.", True)
-        ], tab.events[-3:]
-        assert 0 < len(assistant_text(tab.events).split()) < 300
+    for tab in long:  # stopped at the grace
+        tab.assert_stopped_for_a_restart(300)
     assert "Traceback" not in log, log
     url = env["CHATKIT_DB_URL"]
     if url.startswith("sqlite:///"):  # every worker closed its connection, checkpointed
@@ -465,10 +473,6 @@ DRAINING_DELTAS = 10
 """Deltas each reply streams after the first Ctrl-C (about 1 s), before the second."""
 
 
-def deltas(tab: Tab) -> int:
-    return sum(map(is_text_delta, tab.events))
-
-
 @pytest.mark.parametrize(
     "workers, group",
     [(2, True), (2, False), (1, True)],
@@ -483,7 +487,7 @@ async def test_a_second_ctrl_c_stops_the_replies_instead_of_waiting_out_the_grac
     SQLite only: the signals do not involve the database."""
     env = app_env(mock.base_url, tmp_path / "ctrlc.db", CHATKIT_SHUTDOWN_GRACE=str(CTRL_C_GRACE))
     if workers == 1:
-        server = ServerProcess(env, workdir=tmp_path, name="workers")
+        server = ServerProcess(env, workdir=tmp_path, name="ctrlc")
     else:
         server = workers_server(env, tmp_path)
     with server:
@@ -499,8 +503,8 @@ async def test_a_second_ctrl_c_stops_the_replies_instead_of_waiting_out_the_grac
                 while server.log(10**8).count("shutting down: finishing replies") < workers:
                     await anyio.sleep(0.05)  # every process draining: the first signal is in
                 # Still streaming well after it: the first Ctrl-C only drains.
-                wanted = [deltas(tab) + DRAINING_DELTAS for tab in tabs]
-                while any(deltas(tab) < n for tab, n in zip(tabs, wanted, strict=True)):
+                wanted = [tab.deltas + DRAINING_DELTAS for tab in tabs]
+                while any(tab.deltas < n for tab, n in zip(tabs, wanted, strict=True)):
                     assert not any(tab.errors for tab in tabs), "stopped by the first Ctrl-C"
                     await anyio.sleep(0.05)
                 server.send_signal(signal.SIGINT, group=group)
@@ -510,11 +514,7 @@ async def test_a_second_ctrl_c_stops_the_replies_instead_of_waiting_out_the_grac
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()
     for tab in tabs:
-        assert tab.status == 200 and tab.failure is None, tab.failure
-        assert [(e.message, e.allow_retry) for e in tab.errors] == [
-            ("The server is restarting. Please retry.", True)
-        ], tab.events[-3:]
-        assert 0 < len(assistant_text(tab.events).split()) < 300
+        tab.assert_stopped_for_a_restart(300)
     assert "Traceback" not in log, log
     assert await lease_count(env) == 0
 
